@@ -1,0 +1,59 @@
+# fraudops: `make demo` runs the whole lifecycle on the embedded default,
+# `make test` runs the tests. Both create .venv and install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+# The install is redone whenever the lock or the project metadata changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml serving/pyproject.toml constraints.txt 2>/dev/null | md5sum | cut -c1-12)
+export FRAUDOPS_HOME ?= $(CURDIR)/.fraudops
+LINT_PATHS := include serving tests bench dags plugins
+
+.PHONY: install demo test test-fast lint format bench mlflow-ui clean help
+
+help:
+	@echo "make demo     run the whole lifecycle on the embedded default"
+	@echo "make test     lint, type-check and run every test"
+	@echo "make bench    run the benchmarks in bench/"
+	@echo "make mlflow-ui  open the MLflow UI on the local tracking store"
+
+$(STAMP):
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip uv
+	# torch first through pip: it takes the CPU build that pip is configured to find
+	# (uv does not look there); uv then keeps it, since the lock pins the same release.
+	$(PY) -m pip install -q torch==2.13.0
+	$(UV) pip install --python $(PY) -q -c constraints.txt -e '.[all]' -e './serving[registry,dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fraudops lifecycle
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+	cd serving && ../$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+
+test: lint
+	$(PY) -m pytest tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit tests/data -q
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+mlflow-ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(FRAUDOPS_HOME)/mlflow.db --port 5000
+
+clean:
+	rm -rf $(FRAUDOPS_HOME)
