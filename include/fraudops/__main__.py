@@ -1,0 +1,3 @@
+from fraudops.cli.main import app
+
+app(prog_name="fraudops")
