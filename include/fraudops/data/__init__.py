@@ -1,0 +1,1 @@
+"""The data half of the lifecycle: generation, warehouse, validation, snapshots."""
