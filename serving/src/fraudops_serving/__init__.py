@@ -1,0 +1,3 @@
+"""fraudops predictor."""
+
+__version__ = "0.1.0"

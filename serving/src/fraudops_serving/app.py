@@ -1,0 +1,678 @@
+"""The predictor's HTTP API (FastAPI on uvicorn).
+
+Endpoints: ``POST /predict``, ``POST /predict/batch``, ``GET /health``, ``GET /ready``,
+``GET /model``, ``GET /metrics``, ``POST /admin/reload``; the OpenAPI schema at
+``/openapi.json`` (docs at ``/docs``) describes each with examples.
+
+Why the scoring handlers take the raw :class:`~starlette.requests.Request`: per-field
+model validation of 128 numbers costs more than the model. The body is parsed with
+orjson, checked by :mod:`fraudops_serving.inputs`, and single rows are scored on the
+event loop through a pre-bound input buffer (tens of microseconds, less than a hop to a
+thread); batches larger than ``inline_max_rows`` run in a worker thread so the loop keeps
+answering. The OpenAPI schema of those bodies is written out in :mod:`.openapi`.
+
+Traffic split: with a challenger loaded and ``challenger_mode=canary``, a request goes to
+the challenger when the hash of its card id (salted) falls below ``canary_share``: the
+same card always meets the same variant. Without a card id the request id decides. In
+``shadow`` mode the champion answers and the challenger scores the same rows after the
+response is sent; its rows are logged with variant ``shadow``.
+
+Online features: see :mod:`.online`. When the store is down, slow or does not know the
+card, ``online_fallback=reference_mean`` fills the card features with their training
+means from the bundle's reference profile (the response says ``feature_source:
+fallback``); ``online_fallback=error`` answers 503 (store down) or 422 (unknown card).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fraudops_serving import __version__
+from fraudops_serving import openapi as docs
+from fraudops_serving.bundle import Model
+from fraudops_serving.inputs import InputError, Item, RowParser
+from fraudops_serving.manager import Served
+from fraudops_serving.metrics import Metrics
+from fraudops_serving.online import OnlineFeatures, OnlineStoreUnavailable
+from fraudops_serving.predlog import Chunk, PredictionLog
+from fraudops_serving.security import KeyRing, presented_key
+from fraudops_serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+_BUCKETS = 1 << 32
+_UNSCORABLE = (
+    "the model gives no finite probability for these features (values far outside the training range "
+    "overflow inside the graph); check the units and magnitudes of the features"
+)
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type=JSON)
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response(orjson.dumps({"detail": message, "code": code}), status_code=status, media_type=JSON)
+
+
+class Runtime:
+    """Everything the handlers share: settings, models, parser, log, online store, metrics."""
+
+    def __init__(self, settings: ServingSettings, manager: Any, metrics: Metrics) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.metrics = metrics
+        self.scoring_keys = KeyRing(settings.api_keys) if settings.require_api_key else None
+        self.admin_keys = KeyRing(settings.admin_api_keys)
+        self.executor = ThreadPoolExecutor(max_workers=settings.inference_workers, thread_name_prefix="inference")
+        self.parser: RowParser | None = None
+        self.predlog: PredictionLog | None = None
+        self.online: OnlineFeatures | None = None
+        self.share = settings.canary_share
+        self.mode = settings.challenger_mode
+        self.inline_max_rows = settings.inline_max_rows
+        self._salt = settings.canary_salt.encode()
+        self._threshold = int(self.share * _BUCKETS)
+        self._background: set[asyncio.Future[Any]] = set()
+        self._started = False
+        manager.on_swap(self._on_swap)
+        if manager.served.champion is not None:
+            self._on_swap(manager.served)
+
+    # ---------------------------------------------------------------- model changes
+    def _on_swap(self, served: Served) -> None:
+        champion = served.champion
+        if champion is None:
+            return
+        names = champion.manifest.feature_names
+        if self.parser is None or self.parser.names != tuple(names):
+            self.parser = RowParser(names, self.settings.online_features, online_enabled=self.settings.online_enabled)
+        if self.predlog is None and self.settings.log_enabled:
+            self.predlog = PredictionLog(
+                self.settings.prediction_log_uri,
+                names,
+                metrics=self.metrics,
+                flush_interval_s=self.settings.log_flush_interval_s,
+                flush_rows=self.settings.log_flush_rows,
+                max_pending_rows=self.settings.log_max_pending_rows,
+            )
+            if self._started:
+                self.predlog.start()
+
+    def start(self) -> None:
+        self._started = True
+        if self.predlog is not None:
+            self.predlog.start()
+        s = self.settings
+        if s.online_enabled and self.online is None:
+            self.online = OnlineFeatures(
+                s.redis_url.get_secret_value(),
+                project=s.feast_project,
+                view=s.online_view,
+                entity_key=s.online_entity_key,
+                feature_names=s.online_features,
+                timeout_s=s.online_timeout_ms / 1000.0,
+                breaker_failures=s.online_breaker_failures,
+                cooldown_s=s.online_cooldown_s,
+                metrics=self.metrics,
+            )
+
+    async def stop(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=self.settings.graceful_timeout_s)
+        self.manager.stop()
+        self.executor.shutdown(wait=True)
+        if self.predlog is not None:
+            await asyncio.to_thread(self.predlog.close, self.settings.graceful_timeout_s)
+        if self.online is not None:
+            await self.online.close()
+
+    # ---------------------------------------------------------------- routing
+    def goes_to_challenger(self, card_id: int | None, request_id: str) -> bool:
+        """Sticky canary: a salted hash of the card id (or the request id) below the share."""
+        key = card_id.to_bytes(8, "little", signed=True) if card_id is not None else request_id.encode()
+        digest = hashlib.blake2b(key, digest_size=4, key=self._salt).digest()
+        return int.from_bytes(digest, "little") < self._threshold
+
+    # ---------------------------------------------------------------- online features
+    async def fill_online(self, x: np.ndarray, card_ids: list[int | None], rows: list[int], model: Model) -> list[str]:
+        """Fill the NaN online features of ``x[rows]`` in place; returns the source of each of those rows."""
+        parser = self.parser
+        assert parser is not None
+        cols = parser.online_idx
+        cards = [int(card_ids[r]) for r in rows]  # type: ignore[arg-type]  # rows needing online have a card id
+        sources = ["online_store"] * len(rows)
+        fetched: np.ndarray | None = None
+        reason = ""
+        if self.online is None:
+            reason = "online store not configured"
+        else:
+            try:
+                fetched = await self.online.fetch(cards)
+            except OnlineStoreUnavailable as exc:
+                reason = str(exc)
+        if fetched is not None:
+            # Columns of the fetch are in settings order; pick the ones this model reads, in its order.
+            order = [self.online.feature_names.index(n) for n in parser.online_names]  # type: ignore[union-attr]
+            fetched = fetched[:, order]
+        means = model.reference_means()
+        for j, r in enumerate(rows):
+            sub = x[r, cols]
+            missing = np.isnan(sub)
+            got = fetched[j] if fetched is not None else None
+            if got is not None and not np.all(np.isnan(got)):
+                sub[missing] = got[missing]
+                missing = np.isnan(sub)
+            if missing.any():
+                if self.settings.online_fallback == "error" or means is None:
+                    if got is None:
+                        raise InputError(
+                            503, "online_store_unavailable", f"{reason}; send the card features in the request"
+                        )
+                    raise InputError(
+                        422,
+                        "unknown_card",
+                        f"card {cards[j]} has no online features; send the card features in the request",
+                    )
+                sub[missing] = means[cols][missing]
+                sources[j] = "fallback"
+            x[r, cols] = sub
+        return sources
+
+    def log(self, chunk: Chunk) -> None:
+        if self.predlog is not None:
+            self.predlog.append(chunk)
+
+    def background(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` in the inference pool after the response; errors are logged."""
+        fut = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        self._background.add(fut)
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        self._background.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("shadow scoring failed: %s", fut.exception())
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise InputError(400, "invalid_content_length", "Content-Length must be a non-negative integer")
+        if int(length) > limit:
+            raise InputError(
+                413, "body_too_large", f"body of {int(length):,} bytes exceeds the limit of {limit:,} bytes"
+            )
+        return await request.body()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InputError(413, "body_too_large", f"body exceeds the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_json(request: Request) -> None:
+    ctype = request.headers.get("content-type")
+    if ctype is not None and "json" not in ctype.lower():
+        raise InputError(415, "unsupported_media_type", f"send application/json, not {ctype[:80]!r}")
+
+
+def _loads(body: bytes) -> Any:
+    if not body:
+        raise InputError(400, "empty_body", "the request body is empty; send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def create_app(
+    settings: ServingSettings | None = None,
+    *,
+    manager: Any = None,
+    metrics: Metrics | None = None,
+    background: bool = True,
+) -> FastAPI:
+    """The predictor app. ``manager`` defaults to one on the source the settings choose.
+
+    ``background=False`` starts neither the polling thread nor the log's flushing thread
+    (tests drive refreshes and flushes themselves).
+    """
+    from fraudops_serving.manager import ModelManager
+    from fraudops_serving.sources import make_source
+
+    settings = settings or ServingSettings()
+    metrics = metrics or Metrics()
+    if manager is None:
+        manager = ModelManager(settings, make_source(settings), metrics)
+    rt = Runtime(settings, manager, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt.start()
+        if background:
+            manager.start()
+        log.info("predictor %s starting (source: %s)", __version__, manager.source.kind)
+        try:
+            yield
+        finally:
+            log.info("predictor shutting down: flushing the prediction log")
+            await rt.stop()
+
+    app = FastAPI(
+        title="fraudops predictor",
+        version=__version__,
+        description=docs.DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=docs.TAGS,
+    )
+    app.state.runtime = rt
+    m = metrics
+
+    # ------------------------------------------------------------------ scoring
+    async def predict(request: Request) -> Response:
+        t0 = time.perf_counter()
+        try:
+            if rt.scoring_keys is not None and not rt.scoring_keys.accepts(presented_key(request.headers)):
+                raise InputError(401, "unauthorized", "a valid API key is required (header X-API-Key)")
+            served = manager.served
+            champion = served.champion
+            parser = rt.parser
+            if champion is None or parser is None:
+                raise InputError(503, "not_ready", f"no model loaded: {manager.not_ready_reason}")
+            _check_json(request)
+            payload = _loads(await _read_body(request, settings.max_body_bytes))
+            item = parser.item(payload)
+            request_id = item.request_id or os.urandom(16).hex()
+            model, variant = champion, "champion"
+            challenger = served.challenger
+            if challenger is not None and rt.mode == "canary" and rt.goes_to_challenger(item.card_id, request_id):
+                model, variant = challenger, "challenger"
+            row = item.row
+            source = "request"
+            if item.needs_online:
+                x = row.reshape(1, -1)
+                source = (await rt.fill_online(x, [item.card_id], [0], champion))[0]
+            if rt.inline_max_rows >= 1:
+                np.copyto(model.buffer[0], row)
+                probability = model.predict_one()
+            else:
+                probability = float(
+                    (await asyncio.get_running_loop().run_in_executor(rt.executor, model.predict, row[None]))[0]
+                )
+            if not 0.0 <= probability <= 1.0:  # NaN too: extreme inputs can overflow inside the graph
+                raise InputError(422, "unscorable_input", _UNSCORABLE)
+            decision = 1 if probability >= model.threshold else 0
+            body = orjson.dumps(
+                {
+                    "request_id": request_id,
+                    "probability": probability,
+                    "decision": decision,
+                    "threshold": model.threshold,
+                    "model_name": model.name,
+                    "model_version": model.version,
+                    "variant": variant,
+                    "feature_source": source,
+                }
+            )
+            elapsed = time.perf_counter() - t0
+            ts_us = time.time_ns() // 1000
+            rows = row[None]
+            rt.log(
+                Chunk(
+                    (request_id,),
+                    ts_us,
+                    (item.transaction_id,),
+                    (item.card_id,),
+                    model.name,
+                    model.version,
+                    variant,
+                    (probability,),
+                    (decision,),
+                    elapsed * 1000.0,
+                    rows,
+                )
+            )
+            m.by_variant[variant, decision].inc()
+            if challenger is not None and rt.mode == "shadow":
+                rt.background(_shadow, rt, challenger, rows, [request_id], [item.transaction_id], [item.card_id], t0)
+            m.predict_latency.observe(elapsed)
+            m.predict_ok.inc()
+            return Response(body, media_type=JSON)
+        except InputError as exc:
+            m.requests.labels("predict", str(exc.status)).inc()
+            m.errors.labels("predict", exc.code).inc()
+            return _error(exc.status, exc.code, exc.message)
+        except Exception:
+            log.exception("predict failed")
+            m.requests.labels("predict", "500").inc()
+            m.errors.labels("predict", "internal").inc()
+            return _error(500, "internal", "internal error; it has been logged")
+
+    async def predict_batch(request: Request) -> Response:
+        t0 = time.perf_counter()
+        try:
+            if rt.scoring_keys is not None and not rt.scoring_keys.accepts(presented_key(request.headers)):
+                raise InputError(401, "unauthorized", "a valid API key is required (header X-API-Key)")
+            served = manager.served
+            champion = served.champion
+            parser = rt.parser
+            if champion is None or parser is None:
+                raise InputError(503, "not_ready", f"no model loaded: {manager.not_ready_reason}")
+            ctype = (request.headers.get("content-type") or JSON).lower()
+            body = await _read_body(request, settings.max_body_bytes)
+            if ARROW_STREAM in ctype:
+                from fraudops_serving.arrow import parse_arrow_batch
+
+                x, card_ids, txn_ids, req_ids, batch_id = parse_arrow_batch(body, parser, settings.max_batch_rows)
+            elif "json" in ctype:
+                x, card_ids, txn_ids, req_ids, batch_id = _parse_json_batch(
+                    _loads(body), parser, settings.max_batch_rows
+                )
+            else:
+                raise InputError(415, "unsupported_media_type", f"send {JSON} or {ARROW_STREAM}, not {ctype[:80]!r}")
+            n = x.shape[0]
+            batch_id = batch_id or uuid.uuid4().hex
+            request_ids = [r or f"{batch_id}-{i}" for i, r in enumerate(req_ids)]
+            sources = np.full(n, "request", dtype=object)
+            if parser.online_enabled:
+                need = np.isnan(x[:, parser.online_idx]).any(axis=1) if parser.online_idx.size else np.zeros(n, bool)
+                rows = np.flatnonzero(need).tolist()
+                if rows:
+                    sources[rows] = await rt.fill_online(x, card_ids, rows, champion)
+            challenger = served.challenger
+            to_chal = np.zeros(n, dtype=bool)
+            if challenger is not None and rt.mode == "canary" and rt.share > 0:
+                to_chal = np.fromiter(
+                    (rt.goes_to_challenger(c, r) for c, r in zip(card_ids, request_ids, strict=True)),
+                    dtype=bool,
+                    count=n,
+                )
+            probability = np.empty(n, dtype=np.float32)
+            decision = np.empty(n, dtype=np.int8)
+            groups = [("champion", champion, ~to_chal)]
+            if to_chal.any():
+                groups.append(("challenger", challenger, to_chal))  # type: ignore[arg-type]
+            loop = asyncio.get_running_loop()
+            used: list[tuple[str, Model, np.ndarray]] = []
+            for variant, model, mask in groups:
+                idx = np.flatnonzero(mask)
+                if idx.size == 0:
+                    continue
+                xs = x if idx.size == n else x[idx]
+                if idx.size <= rt.inline_max_rows:
+                    p = model.predict(xs)
+                else:
+                    p = await loop.run_in_executor(rt.executor, model.predict, xs)
+                bad = ~((p >= 0.0) & (p <= 1.0))
+                if bad.any():
+                    rows_bad = ", ".join(f"transactions[{i}]" for i in idx[bad][:5].tolist())
+                    raise InputError(422, "unscorable_input", f"{rows_bad}: {_UNSCORABLE}")
+                probability[idx] = p
+                decision[idx] = p >= model.threshold
+                used.append((variant, model, idx))
+            if to_chal.any():
+                variants = ["challenger" if c else "champion" for c in to_chal.tolist()]
+                versions = [challenger.version if c else champion.version for c in to_chal.tolist()]  # type: ignore[union-attr]
+            else:
+                variants, versions = ["champion"] * n, [champion.version] * n
+            arrow_out = ARROW_STREAM in (request.headers.get("accept") or "")
+            if arrow_out:
+                from fraudops_serving.arrow import arrow_response
+
+                meta = {"batch_id": batch_id, "model_name": champion.name, "threshold": str(champion.threshold)}
+                out = arrow_response(request_ids, txn_ids, probability, decision, versions, variants, sources, meta)
+            else:
+                predictions = [
+                    {
+                        "request_id": rid,
+                        "transaction_id": txn,
+                        "probability": p,
+                        "decision": d,
+                        "model_version": ver,
+                        "variant": var,
+                        "feature_source": src,
+                    }
+                    for rid, txn, p, d, ver, var, src in zip(
+                        request_ids,
+                        txn_ids,
+                        probability.tolist(),
+                        decision.tolist(),
+                        versions,
+                        variants,
+                        sources.tolist(),
+                        strict=True,
+                    )
+                ]
+                out = orjson.dumps(
+                    {
+                        "batch_id": batch_id,
+                        "model_name": champion.name,
+                        "count": n,
+                        "threshold": champion.threshold,
+                        "predictions": predictions,
+                    }
+                )
+            elapsed = time.perf_counter() - t0
+            ts_us = time.time_ns() // 1000
+            for variant, model, idx in used:
+                sel = idx.tolist()
+                rt.log(
+                    Chunk(
+                        [request_ids[i] for i in sel],
+                        ts_us,
+                        [txn_ids[i] for i in sel],
+                        [card_ids[i] for i in sel],
+                        model.name,
+                        model.version,
+                        variant,
+                        probability[idx],
+                        decision[idx],
+                        elapsed * 1000.0,
+                        x[idx] if idx.size != n else x,
+                    )
+                )
+                fraud = int(decision[idx].sum())
+                m.by_variant[variant, 1].inc(fraud)
+                m.by_variant[variant, 0].inc(idx.size - fraud)
+            if challenger is not None and rt.mode == "shadow":
+                rt.background(_shadow, rt, challenger, x, request_ids, txn_ids, card_ids, t0)
+            m.batch_latency.observe(elapsed)
+            m.batch_ok.inc()
+            return Response(out, media_type=ARROW_STREAM if arrow_out else JSON)
+        except InputError as exc:
+            m.requests.labels("predict_batch", str(exc.status)).inc()
+            m.errors.labels("predict_batch", exc.code).inc()
+            return _error(exc.status, exc.code, exc.message)
+        except Exception:
+            log.exception("batch predict failed")
+            m.requests.labels("predict_batch", "500").inc()
+            m.errors.labels("predict_batch", "internal").inc()
+            return _error(500, "internal", "internal error; it has been logged")
+
+    app.add_api_route(
+        "/predict",
+        predict,
+        methods=["POST"],
+        tags=["scoring"],
+        summary="Score one transaction",
+        description=docs.PREDICT,
+        responses=docs.PREDICT_RESPONSES,
+        openapi_extra=docs.body("PredictRequest", docs.PREDICT_EXAMPLES),
+        operation_id="predict",
+    )
+    app.add_api_route(
+        "/predict/batch",
+        predict_batch,
+        methods=["POST"],
+        tags=["scoring"],
+        summary="Score many transactions",
+        description=docs.BATCH,
+        responses=docs.BATCH_RESPONSES,
+        openapi_extra=docs.body("BatchRequest", docs.BATCH_EXAMPLES, arrow=True),
+        operation_id="predict_batch",
+    )
+
+    # ------------------------------------------------------------------ operations
+    @app.get("/health", tags=["operations"], summary="Liveness", responses=docs.HEALTH_RESPONSES, operation_id="health")
+    async def health() -> Response:
+        """Alive: the process answers (whether or not a model is loaded; see /ready)."""
+        return _json({"status": "ok", "version": __version__})
+
+    @app.get("/ready", tags=["operations"], summary="Readiness", responses=docs.READY_RESPONSES, operation_id="ready")
+    async def ready() -> Response:
+        """Ready when a checked champion is loaded; else 503 with the reason (registry down, alias unset, refused)."""
+        champion = manager.served.champion
+        if champion is None:
+            return _json({"ready": False, "reason": manager.not_ready_reason}, 503)
+        return _json({"ready": True, "model_name": champion.name, "model_version": champion.version})
+
+    @app.get(
+        "/model", tags=["operations"], summary="What is served", responses=docs.MODEL_RESPONSES, operation_id="model"
+    )
+    async def model_info() -> Response:
+        """Served champion and challenger with manifests, traffic split, refused bundles, reload history."""
+        info = manager.describe()
+        info["traffic"] = {"challenger_mode": rt.mode, "canary_share": rt.share, "sticky_by": "card_id"}
+        info["online_features"] = {
+            "enabled": settings.online_enabled,
+            "features": list(settings.online_features),
+            "timeout_ms": settings.online_timeout_ms,
+            "fallback": settings.online_fallback,
+        }
+        return _json(info)
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        responses=docs.METRICS_RESPONSES,
+        operation_id="metrics",
+    )
+    async def metrics_endpoint() -> Response:
+        """Prometheus text: requests, latency histogram, predictions by variant/decision, errors, served version."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        if rt.predlog is not None:
+            m.log_pending.set(rt.predlog.pending_rows)
+        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/admin/reload",
+        tags=["admin"],
+        summary="Reload now",
+        responses=docs.RELOAD_RESPONSES,
+        openapi_extra={"security": [{"ApiKeyHeader": []}]},
+        operation_id="admin_reload",
+    )
+    async def admin_reload(request: Request) -> Response:
+        """Resolve the aliases now, load and check what changed beside the served models, and swap.
+
+        Requires an admin API key. 200 when nothing was refused; 409 when a bundle was refused
+        (the previous one keeps serving; the body says why).
+        """
+        if not rt.admin_keys:
+            return _error(403, "admin_disabled", "admin endpoints are disabled: set FRAUDOPS_SERVING_ADMIN_API_KEYS")
+        if not rt.admin_keys.accepts(presented_key(request.headers)):
+            return _error(401, "unauthorized", "a valid admin API key is required (header X-API-Key)")
+        outcomes = await asyncio.to_thread(manager.refresh)
+        refused = [o for o in outcomes if o.action in ("refused", "still_refused")]
+        payload = {
+            "outcomes": [o.to_dict() for o in outcomes],
+            "serving": {k: {"model_name": n, "model_version": v} for k, (n, v) in manager.served.variants().items()},
+        }
+        return _json(payload, 409 if refused else 200)
+
+    docs.install(app, rt)
+    return app
+
+
+def _parse_json_batch(
+    payload: Any, parser: RowParser, max_rows: int
+) -> tuple[np.ndarray, list[int | None], list[str | None], list[str | None], str | None]:
+    if type(payload) is not dict:
+        raise InputError(422, "invalid_body", "the body must be a JSON object with a 'transactions' array")
+    extra = sorted(k for k in payload if k not in ("transactions", "batch_id"))
+    if extra:
+        raise InputError(
+            422,
+            "unknown_field",
+            f"unknown field(s) {', '.join(repr(k[:64]) for k in extra[:5])}; allowed: batch_id, transactions",
+        )
+    batch_id = payload.get("batch_id")
+    if batch_id is not None and (type(batch_id) is not str or not 1 <= len(batch_id) <= 64):
+        raise InputError(422, "invalid_id", "batch_id must be a string of 1 to 64 characters")
+    items = payload.get("transactions")
+    if type(items) is not list:
+        raise InputError(422, "invalid_body", "field 'transactions' must be an array of transactions")
+    if not items:
+        raise InputError(422, "empty_batch", "the batch has no transactions")
+    if len(items) > max_rows:
+        raise InputError(
+            413, "batch_too_large", f"the batch has {len(items):,} transactions; the maximum is {max_rows:,}"
+        )
+    n = len(items)
+    x = np.empty((n, parser.n), dtype=np.float32)
+    cards: list[int | None] = []
+    txns: list[str | None] = []
+    rids: list[str | None] = []
+    for i, obj in enumerate(items):
+        it: Item = parser.item(obj, where=f"transactions[{i}]")
+        x[i] = it.row
+        cards.append(it.card_id)
+        txns.append(it.transaction_id)
+        rids.append(it.request_id)
+    return x, cards, txns, rids, batch_id
+
+
+def _shadow(
+    rt: Runtime,
+    challenger: Model,
+    x: np.ndarray,
+    request_ids: list[str],
+    txn_ids: list[str | None],
+    card_ids: list[int | None],
+    t0: float,
+) -> None:
+    """Score with the challenger after the response; only the log and the metrics see it."""
+    p = challenger.predict(x)
+    d = (p >= challenger.threshold).astype(np.int8)
+    rt.log(
+        Chunk(
+            list(request_ids),
+            time.time_ns() // 1000,
+            list(txn_ids),
+            list(card_ids),
+            challenger.name,
+            challenger.version,
+            "shadow",
+            p,
+            d,
+            (time.perf_counter() - t0) * 1000.0,
+            x,
+        )
+    )
+    fraud = int(d.sum())
+    rt.metrics.by_variant["shadow", 1].inc(fraud)
+    rt.metrics.by_variant["shadow", 0].inc(len(d) - fraud)

@@ -1,0 +1,182 @@
+"""Request bodies -> float32 rows, strictly, without per-field model validation.
+
+The hot path parses JSON with orjson and reads the features of a transaction with one
+C-level ``itemgetter`` over the manifest's names, then checks the value types in one
+pass (``set(map(type, values))``). Every refusal is an :class:`InputError` with an HTTP
+status in the 4xx range, a machine-readable code and a message that names the field.
+
+Rules (the OpenAPI schema says the same):
+
+* ``features`` is an object keyed by feature name (every name of the manifest, no
+  other), or an array in the manifest's order with exactly ``n_features`` numbers;
+* values are JSON numbers (not strings, booleans or null) within float32's finite range
+  (JSON has no NaN or infinity, and orjson refuses numbers that overflow a double);
+* when online features are on and the item has a ``card_id``, the online (card-level)
+  features may be left out of an object: they are fetched from the online store. A
+  missing online feature is marked NaN in the row until then;
+* ``card_id`` is a 64-bit integer, ``transaction_id`` and ``request_id`` are strings of
+  at most 128 characters; no other field is accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+FLT_MAX = float(np.finfo(np.float32).max)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_ID_LENGTH = 128
+ITEM_FIELDS = frozenset({"features", "card_id", "transaction_id", "request_id"})
+_NUMBER_TYPES = frozenset({float, int})
+_JSON_TYPE = {str: "a string", bool: "a boolean", type(None): "null", list: "an array", dict: "an object"}
+
+
+class InputError(Exception):
+    """A request the predictor refuses; ``status`` is always 4xx."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPE.get(type(value), type(value).__name__)
+
+
+@dataclass(slots=True)
+class Item:
+    """One parsed transaction."""
+
+    row: np.ndarray  # float32 [n_features]; NaN where an online feature is to be fetched
+    card_id: int | None
+    transaction_id: str | None
+    request_id: str | None
+    needs_online: bool
+
+
+class RowParser:
+    """Parses the ``features`` of a transaction for one list of feature names."""
+
+    def __init__(self, feature_names: Sequence[str], online_names: Sequence[str] = (), *, online_enabled: bool = False):
+        self.names = tuple(feature_names)
+        self.n = len(self.names)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self._get = itemgetter(*self.names)
+        # Online features that this model reads, in model order.
+        self.online_names = tuple(n for n in self.names if n in set(online_names))
+        self.online_idx = np.array([self.index[n] for n in self.online_names], dtype=np.intp)
+        self.online_enabled = online_enabled and bool(self.online_names)
+        self._online_set = frozenset(self.online_names)
+
+    # ------------------------------------------------------------------ values
+    def _check_values(self, values: Sequence[Any], where: str, names: Sequence[str] | None = None) -> None:
+        if not set(map(type, values)) <= _NUMBER_TYPES:
+            for i, v in enumerate(values):
+                if type(v) not in _NUMBER_TYPES:
+                    label = repr(names[i]) if names is not None else f"#{i}"
+                    raise InputError(
+                        422, "invalid_value", f"{where}: feature {label} must be a number, got {_json_type(v)}"
+                    )
+        # JSON has no NaN/inf and orjson refuses doubles that overflow, so the only way to a
+        # non-finite input is a number beyond float32's range.
+        if values and (max(values) > FLT_MAX or min(values) < -FLT_MAX):
+            for i, v in enumerate(values):
+                if not -FLT_MAX <= v <= FLT_MAX:
+                    label = repr(names[i]) if names is not None else f"#{i}"
+                    raise InputError(
+                        422,
+                        "out_of_range",
+                        f"{where}: feature {label} = {v!r} is outside the float32 range (|x| <= {FLT_MAX:.6g})",
+                    )
+
+    def features(self, features: Any, *, card_id: int | None, where: str = "features") -> tuple[np.ndarray, bool]:
+        """The row of ``features`` (object or array) and whether online features must be fetched."""
+        if type(features) is dict:
+            if len(features) == self.n:
+                try:
+                    values = self._get(features)
+                except KeyError:
+                    values = None
+                if values is not None:
+                    self._check_values(values, where, self.names)
+                    return np.array(values, dtype=np.float32), False
+            return self._partial(features, card_id, where)
+        if type(features) is list:
+            if len(features) != self.n:
+                raise InputError(
+                    422,
+                    "wrong_feature_count",
+                    f"{where}: expected {self.n} values in the manifest's feature order, got {len(features)}",
+                )
+            self._check_values(features, where, self.names)
+            return np.array(features, dtype=np.float32), False
+        raise InputError(
+            422,
+            "invalid_features",
+            f"{where}: must be an object keyed by feature name or an array of {self.n} numbers, "
+            f"got {_json_type(features)}",
+        )
+
+    def _partial(self, features: dict[str, Any], card_id: int | None, where: str) -> tuple[np.ndarray, bool]:
+        unknown = [k for k in features if k not in self.index]
+        if unknown:
+            shown = ", ".join(repr(k[:64]) for k in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise InputError(422, "unknown_features", f"{where}: unknown feature(s) {shown}{more}")
+        missing = [n for n in self.names if n not in features]
+        fetchable = self.online_enabled and card_id is not None
+        not_online = [n for n in missing if not (fetchable and n in self._online_set)]
+        if not_online:
+            shown = ", ".join(repr(n) for n in not_online[:10])
+            more = f" and {len(not_online) - 10} more" if len(not_online) > 10 else ""
+            hint = ""
+            if self.online_enabled and card_id is None and any(n in self._online_set for n in not_online):
+                hint = " (card features are fetched from the online store only when card_id is given)"
+            raise InputError(422, "missing_features", f"{where}: missing feature(s) {shown}{more}{hint}")
+        present = [n for n in self.names if n in features]
+        values = [features[n] for n in present]
+        self._check_values(values, where, present)
+        row = np.full(self.n, np.nan, dtype=np.float32)
+        row[[self.index[n] for n in present]] = values
+        return row, True
+
+    # ------------------------------------------------------------------ items
+    def item(self, obj: Any, where: str = "body") -> Item:
+        """One transaction object: ``{"features": ..., "card_id"?, "transaction_id"?, "request_id"?}``."""
+        if type(obj) is not dict:
+            raise InputError(422, "invalid_body", f"{where}: must be a JSON object, got {_json_type(obj)}")
+        if not obj.keys() <= ITEM_FIELDS:
+            extra = sorted(k for k in obj if k not in ITEM_FIELDS)
+            raise InputError(
+                422,
+                "unknown_field",
+                f"{where}: unknown field(s) {', '.join(repr(k[:64]) for k in extra[:5])}; "
+                f"allowed: {sorted(ITEM_FIELDS)}",
+            )
+        if "features" not in obj:
+            raise InputError(422, "missing_features", f"{where}: field 'features' is required")
+        card_id = obj.get("card_id")
+        if card_id is not None and (type(card_id) is not int or not INT64_MIN <= card_id <= INT64_MAX):
+            raise InputError(
+                422, "invalid_card_id", f"{where}.card_id: must be a 64-bit integer, got {_json_type(card_id)}"
+            )
+        txn = _optional_id(obj.get("transaction_id"), f"{where}.transaction_id")
+        rid = _optional_id(obj.get("request_id"), f"{where}.request_id")
+        row, needs = self.features(obj["features"], card_id=card_id, where=f"{where}.features")
+        return Item(row, card_id, txn, rid, needs)
+
+
+def _optional_id(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise InputError(422, "invalid_id", f"{where}: must be a string, got {_json_type(value)}")
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise InputError(422, "invalid_id", f"{where}: must have 1 to {MAX_ID_LENGTH} characters, got {len(value)}")
+    return value

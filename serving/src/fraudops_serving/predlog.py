@@ -1,0 +1,301 @@
+"""The prediction log: every scored row, written without blocking the response.
+
+Layout (docs/CONTRACTS.md, "Prediction log"): Parquet files under
+``<root>/date=YYYY-MM-DD/`` (UTC date of ``ts``), one file per flush and date, named
+``part-<utc time>-<uuid>.parquet``; columns ``request_id, ts, transaction_id, card_id,
+model_name, model_version, variant, probability, decision, latency_ms`` and every
+feature by name (float32). ``root`` is a local directory or any URL PyArrow's
+filesystems understand (``s3://bucket/prefix`` in production).
+
+How it stays off the hot path: a request appends one chunk (references to arrays it
+already has) to an in-memory list, which costs a few microseconds on the event loop.
+A background thread swaps the list out and writes it every ``flush_interval_s`` or
+when ``flush_rows`` rows are pending. A failed write is retried with the same rows;
+only when more than ``max_pending_rows`` are waiting (the sink has been down for long)
+are the oldest rows dropped, counted in ``fraudops_prediction_log_dropped_rows_total``
+and logged. :meth:`PredictionLog.close` (graceful shutdown) writes everything pending.
+On a local filesystem a file is written under a hidden name and renamed, so a reader
+never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from fraudops_serving.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+META_COLUMNS = (
+    "request_id",
+    "ts",
+    "transaction_id",
+    "card_id",
+    "model_name",
+    "model_version",
+    "variant",
+    "probability",
+    "decision",
+    "latency_ms",
+)
+
+
+# Dictionary-encode only the low-cardinality strings: trying it on 128 float columns triples
+# the write time (measured: 257 -> 79 ms per 20,000 rows) and makes the files larger.
+_PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "snappy",
+    "use_dictionary": ["model_name", "model_version", "variant"],
+    "write_statistics": ["ts", "variant", "model_version"],
+}
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Rows of one request and one variant."""
+
+    request_ids: Sequence[str]
+    ts_us: int
+    transaction_ids: Sequence[str | None]
+    card_ids: Sequence[int | None]
+    model_name: str
+    model_version: str
+    variant: str
+    probability: Any  # float32 array or list
+    decision: Any  # int8 array or list
+    latency_ms: float
+    features: np.ndarray  # [rows, n_features] float32
+
+    @property
+    def rows(self) -> int:
+        return len(self.request_ids)
+
+
+def log_schema(feature_names: Sequence[str]) -> pa.Schema:
+    """The Arrow schema of a prediction-log file."""
+    import pyarrow as pa
+
+    fields = [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("transaction_id", pa.string()),
+        pa.field("card_id", pa.int64()),
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("variant", pa.string(), nullable=False),
+        pa.field("probability", pa.float32(), nullable=False),
+        pa.field("decision", pa.int8(), nullable=False),
+        pa.field("latency_ms", pa.float32(), nullable=False),
+    ]
+    fields += [pa.field(name, pa.float32()) for name in feature_names]
+    return pa.schema(fields)
+
+
+def _table(chunks: list[Chunk], feature_names: Sequence[str]) -> pa.Table:
+    import pyarrow as pa
+
+    schema = log_schema(feature_names)
+    request_ids: list[str] = []
+    txn: list[str | None] = []
+    cards: list[int | None] = []
+    names: list[str] = []
+    versions: list[str] = []
+    variants: list[str] = []
+    ts = np.empty(sum(c.rows for c in chunks), dtype=np.int64)
+    latency = np.empty_like(ts, dtype=np.float32)
+    pos = 0
+    for c in chunks:
+        n = c.rows
+        request_ids.extend(c.request_ids)
+        txn.extend(c.transaction_ids)
+        cards.extend(c.card_ids)
+        names.extend([c.model_name] * n)
+        versions.extend([c.model_version] * n)
+        variants.extend([c.variant] * n)
+        ts[pos : pos + n] = c.ts_us
+        latency[pos : pos + n] = c.latency_ms
+        pos += n
+    probability = np.concatenate([np.asarray(c.probability, dtype=np.float32).reshape(-1) for c in chunks])
+    decision = np.concatenate([np.asarray(c.decision, dtype=np.int8).reshape(-1) for c in chunks])
+    features = np.concatenate([c.features for c in chunks], axis=0)
+    columns: list[Any] = [
+        pa.array(request_ids, pa.string()),
+        pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        pa.array(txn, pa.string()),
+        pa.array(cards, pa.int64()),
+        pa.array(names, pa.string()),
+        pa.array(versions, pa.string()),
+        pa.array(variants, pa.string()),
+        pa.array(probability, pa.float32()),
+        pa.array(decision, pa.int8()),
+        pa.array(latency, pa.float32()),
+    ]
+    features = np.asfortranarray(features)  # column slices without a copy each
+    columns += [pa.array(features[:, j], pa.float32()) for j in range(features.shape[1])]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class PredictionLog:
+    """Buffered, non-blocking writer of the prediction log."""
+
+    def __init__(
+        self,
+        root: str,
+        feature_names: Sequence[str],
+        *,
+        metrics: Metrics | None = None,
+        flush_interval_s: float = 5.0,
+        flush_rows: int = 20_000,
+        max_pending_rows: int = 2_000_000,
+    ) -> None:
+        self.root = root
+        self.feature_names = tuple(feature_names)
+        self.metrics = metrics
+        self.flush_interval_s = flush_interval_s
+        self.flush_rows = flush_rows
+        self.max_pending_rows = max_pending_rows
+        self._chunks: list[Chunk] = []
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one flush at a time (thread and close())
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rows_written = 0
+        self.rows_dropped = 0
+        self.files: list[str] = []
+
+    # ------------------------------------------------------------------ hot path
+    def append(self, chunk: Chunk) -> None:
+        """Queue the rows of one request (a few microseconds; never touches the sink)."""
+        if chunk.features.shape[1] != len(self.feature_names):
+            raise ValueError(f"log rows have {chunk.features.shape[1]} features, the log {len(self.feature_names)}")
+        with self._lock:
+            self._chunks.append(chunk)
+            self._pending += chunk.rows
+            pending = self._pending
+        if pending >= self.flush_rows:
+            self._wake.set()
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending
+
+    # ------------------------------------------------------------------ background
+    def start(self) -> None:
+        """Start the flushing thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        backoff = self.flush_interval_s
+        while not self._stop.is_set():
+            self._wake.wait(timeout=backoff)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            ok = self.flush()
+            backoff = self.flush_interval_s if ok else min(backoff * 2, 60.0)
+
+    def flush(self) -> bool:
+        """Write everything pending now; False when the sink failed (the rows stay queued)."""
+        with self._write_lock:
+            with self._lock:
+                chunks, self._chunks = self._chunks, []
+                self._pending = 0
+            if self.metrics is not None:
+                self.metrics.log_pending.set(0)
+            if not chunks:
+                return True
+            try:
+                self._write(chunks)
+            except Exception as exc:  # any sink error: keep the rows, retry later
+                self._requeue(chunks)
+                if self.metrics is not None:
+                    self.metrics.log_failures.inc()
+                log.error(
+                    "prediction log: flush of %d rows to %s failed (will retry): %s",
+                    sum(c.rows for c in chunks),
+                    self.root,
+                    exc,
+                )
+                return False
+            return True
+
+    def _requeue(self, chunks: list[Chunk]) -> None:
+        with self._lock:
+            self._chunks[:0] = chunks
+            self._pending += sum(c.rows for c in chunks)
+            dropped = 0
+            while self._pending > self.max_pending_rows and self._chunks:
+                oldest = self._chunks.pop(0)
+                self._pending -= oldest.rows
+                dropped += oldest.rows
+            pending = self._pending
+        if self.metrics is not None:
+            self.metrics.log_pending.set(pending)
+        if dropped:
+            self.rows_dropped += dropped
+            if self.metrics is not None:
+                self.metrics.log_dropped.inc(dropped)
+            log.error("prediction log: dropped %d oldest rows (more than %d pending)", dropped, self.max_pending_rows)
+
+    def _write(self, chunks: list[Chunk]) -> None:
+        import pyarrow.compute as pc
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
+        table = _table(chunks, self.feature_names)
+        if "://" in self.root:
+            fs, base = pafs.FileSystem.from_uri(self.root)
+        else:
+            fs, base = pafs.LocalFileSystem(), self.root
+        base = base.rstrip("/")
+        local = isinstance(fs, pafs.LocalFileSystem)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        day_of = pc.strftime(table.column("ts"), format="%Y-%m-%d")
+        days = pc.unique(day_of).to_pylist()
+        for day in days:
+            part = table if len(days) == 1 else table.filter(pc.equal(day_of, day))
+            directory = f"{base}/date={day}"
+            fs.create_dir(directory, recursive=True)
+            name = f"part-{stamp}-{uuid.uuid4().hex}.parquet"
+            final = f"{directory}/{name}"
+            if local:
+                tmp = f"{directory}/.{name}.tmp"
+                pq.write_table(part, tmp, filesystem=fs, **_PARQUET_OPTIONS)
+                fs.move(tmp, final)
+            else:
+                pq.write_table(part, final, filesystem=fs, **_PARQUET_OPTIONS)
+            self.files.append(final)
+        self.rows_written += table.num_rows
+        if self.metrics is not None:
+            self.metrics.log_rows.inc(table.num_rows)
+        log.debug("prediction log: wrote %d rows", table.num_rows)
+
+    def close(self, timeout_s: float = 20.0) -> None:
+        """Stop the thread and write everything pending (graceful shutdown)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+            self._thread = None
+        deadline = time.monotonic() + timeout_s
+        while self._pending and time.monotonic() < deadline:
+            if self.flush():
+                break
+            time.sleep(0.5)
+        if self._pending:
+            log.error("prediction log: %d rows could not be written before shutdown", self._pending)
