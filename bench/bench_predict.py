@@ -1,0 +1,715 @@
+"""Benchmark of the predictor, side by side with its baselines, in one run.
+
+    .venv/bin/python bench/bench_predict.py            # everything (~2 minutes)
+    .venv/bin/python bench/bench_predict.py --quick    # shorter phases
+    .venv/bin/python bench/bench_predict.py --bundle $FRAUDOPS_HOME/bundles/fraud-detector/3
+
+Every server runs the same model (a bundle of the production architecture built here, or
+``--bundle``) in its own process with one uvicorn worker (uvloop + httptools, no access
+log), on loopback; the load generator is a raw asyncio HTTP/1.1 keep-alive client in this
+process, bounded in requests and time. Targets:
+
+* ``ceiling``: a bare endpoint on the same stack (FastAPI route taking the raw request)
+  that parses the same body with orjson and returns a constant;
+* ``plain``: a FastAPI app written the obvious way: a pydantic model with
+  ``features: list[float]``, a sync handler, one default ``InferenceSession.run`` per request;
+* ``predictor``: ``fraudops-serve`` on a bundle directory, prediction log and metrics on;
+* ``mlflow``: ``mlflow models serve`` of the same ONNX graph (``--no-mlflow`` skips it).
+
+Per target: peak throughput (closed loop, 16 connections) with p50/p99, then p50/p99 in an
+open loop at half of that peak (latency counted from the scheduled send time, so queueing
+shows). Then rows per second of ``/predict/batch`` (JSON and Arrow) against raw
+``InferenceSession.run`` on the same rows, and the cost of fetching online card features
+from a local ``redis-server``. Run it with ``--serve NAME`` to start one server alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+CONNECTIONS = 16
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def _model_and_names(bundle: str) -> tuple[bytes, list[str], float]:
+    manifest = orjson.loads((Path(bundle) / "manifest.json").read_bytes())
+    return (Path(bundle) / "model.onnx").read_bytes(), manifest["feature_names"], float(manifest["threshold"])
+
+
+def ceiling_app(bundle: str) -> Any:
+    """Same stack, same body parsing, no model: the most any endpoint here can do."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    answer = orjson.dumps(
+        {
+            "request_id": "0" * 32,
+            "probability": 0.5,
+            "decision": 0,
+            "threshold": 0.5,
+            "model_name": "m",
+            "model_version": "1",
+            "variant": "champion",
+            "feature_source": "request",
+        }
+    )
+
+    async def predict(request: Request) -> Response:
+        orjson.loads(await request.body())
+        return Response(answer, media_type="application/json")
+
+    app.add_api_route("/predict", predict, methods=["POST"])
+    return app
+
+
+class PredictRequest(BaseModel):
+    features: list[float]
+
+
+class PredictResponse(BaseModel):
+    probability: float
+    decision: int
+
+
+def plain_app(bundle: str) -> Any:
+    """The obvious FastAPI app: pydantic list[float], sync handler, default session, one run per request."""
+    import onnxruntime as ort
+    from fastapi import FastAPI
+
+    model, _names, threshold = _model_and_names(bundle)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    app = FastAPI()
+
+    @app.post("/predict", response_model=PredictResponse)
+    def predict(req: PredictRequest) -> PredictResponse:
+        x = np.array([req.features], dtype=np.float32)
+        p = float(session.run(None, {"features": x})[0][0])
+        return PredictResponse(probability=p, decision=int(p >= threshold))
+
+    return app
+
+
+def _serve(name: str, port: int, bundle: str) -> None:
+    import uvicorn
+
+    app = {"ceiling": ceiling_app, "plain": plain_app}[name](bundle)
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(port: int, path: str, timeout: float = 120.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} not ready after {timeout:.0f} s")
+
+
+def _server_cpus() -> set[int] | None:
+    """Servers on the last core, the load generator on the others (when there are two or more)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return {cpus[-1]} if len(cpus) >= 2 else None
+
+
+def _pin_generator() -> None:
+    cpus = _server_cpus()
+    if cpus:
+        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - cpus)
+
+
+SERVER_PIDS: dict[int, int] = {}  # port -> pid, for CPU accounting
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (mlflow runs uvicorn as a child)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], port: int, ready_path: str, env: dict[str, str] | None = None) -> Iterator[None]:
+    log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+    cpus = _server_cpus()
+    if cpus:  # before it starts workers: mlflow's uvicorn child inherits the affinity
+        os.sched_setaffinity(proc.pid, cpus)
+    SERVER_PIDS[port] = proc.pid
+    try:
+        try:
+            wait_http(port, ready_path, proc=proc)
+        except RuntimeError:
+            print(Path(log.name).read_text()[-3000:], file=sys.stderr)
+            raise
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        os.unlink(log.name)
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection; one request in flight at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection lost"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buf[:end]).lower()
+        pos = head.find(b"content-length:")
+        length = (
+            int(head[pos + 15 : head.find(b"\r\n", pos) if head.find(b"\r\n", pos) > 0 else None]) if pos >= 0 else 0
+        )
+        if len(self.buf) < end + 4 + length:
+            return
+        status = int(self.buf[9:12])
+        del self.buf[: end + 4 + length]
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(status)
+
+    async def request(self, raw: bytes) -> int:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self.waiter
+
+
+def http_request(port: int, path: str, body: bytes, content_type: str = "application/json") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def _connect(port: int, n: int) -> list[_Conn]:
+    loop = asyncio.get_running_loop()
+    conns = []
+    for _ in range(n):
+        _, proto = await loop.create_connection(_Conn, "127.0.0.1", port)
+        conns.append(proto)
+    return conns
+
+
+async def closed_loop(
+    port: int, raw: bytes, seconds: float, max_requests: int, conns: int = CONNECTIONS
+) -> dict[str, Any]:
+    """Peak: ``conns`` connections, each sending its next request as soon as the last is answered."""
+    pool = await _connect(port, conns)
+    cpu0 = cpu_seconds(SERVER_PIDS[port]) if port in SERVER_PIDS else None
+    lat: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    budget = [max_requests]
+
+    async def worker(c: _Conn) -> None:
+        nonlocal errors
+        while budget[0] > 0 and time.perf_counter() < deadline:
+            budget[0] -= 1
+            t = time.perf_counter()
+            status = await c.request(raw)
+            lat.append(time.perf_counter() - t)
+            errors += status != 200
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in pool))
+    wall = time.perf_counter() - t0
+    for c in pool:
+        assert c.transport is not None
+        c.transport.close()
+    out = _summary(lat, wall, errors)
+    if cpu0 is not None and lat:
+        out["cpu_us"] = (cpu_seconds(SERVER_PIDS[port]) - cpu0) / len(lat) * 1e6
+    return out
+
+
+async def open_loop(port: int, raw: bytes, rate: float, seconds: float, conns: int = 64) -> dict[str, Any]:
+    """Fixed arrival rate; latency from the scheduled send time (no coordinated omission)."""
+    pool = await _connect(port, conns)
+    free: asyncio.Queue[_Conn] = asyncio.Queue()
+    for c in pool:
+        free.put_nowait(c)
+    lat: list[float] = []
+    errors = 0
+    n = int(rate * seconds)
+    tasks = []
+
+    async def one(scheduled: float) -> None:
+        nonlocal errors
+        c = await free.get()
+        status = await c.request(raw)
+        lat.append(time.perf_counter() - scheduled)
+        errors += status != 200
+        free.put_nowait(c)
+
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < n:  # every tick, launch the requests that are due (cheaper than a sleep per request)
+        due = min(n, int((time.perf_counter() - t0) * rate) + 1)
+        while sent < due:
+            tasks.append(asyncio.ensure_future(one(t0 + sent / rate)))
+            sent += 1
+        await asyncio.sleep(0.0005)
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - t0
+    for c in pool:
+        assert c.transport is not None
+        c.transport.close()
+    return _summary(lat, wall, errors)
+
+
+def _summary(lat: list[float], wall: float, errors: int) -> dict[str, Any]:
+    arr = np.array(lat) * 1000.0
+    return {
+        "requests": len(lat),
+        "errors": errors,
+        "rps": len(lat) / wall if wall else 0.0,
+        "p50_ms": float(np.percentile(arr, 50)) if len(arr) else float("nan"),
+        "p99_ms": float(np.percentile(arr, 99)) if len(arr) else float("nan"),
+    }
+
+
+def measure(port: int, raw: bytes, seconds: float, warmup: float = 1.0) -> dict[str, Any]:
+    asyncio.run(closed_loop(port, raw, warmup, 1_000_000))
+    peak = asyncio.run(closed_loop(port, raw, seconds, 2_000_000))
+    half = asyncio.run(open_loop(port, raw, peak["rps"] / 2, seconds))
+    return {"peak": peak, "half": half}
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def make_bundle(workdir: Path) -> str:
+    from fraudops import schema
+    from fraudops_serving.devtools import write_bundle
+
+    return str(write_bundle(workdir / "bundle", schema.FEATURE_NAMES, version="1", threshold=0.5))
+
+
+def mlflow_model(bundle: str, workdir: Path) -> str:
+    import mlflow.onnx
+    import onnx
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    model, names, _ = _model_and_names(bundle)
+    path = workdir / "mlflow-model"
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(names)), "features")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), "probability")]),
+    )
+    mlflow.onnx.save_model(onnx.load_from_string(model), str(path), signature=signature)
+    return str(path)
+
+
+def predictor_env(bundle: str, workdir: Path, port: int, **extra: str) -> dict[str, str]:
+    return {
+        "FRAUDOPS_HOME": str(workdir / "home"),
+        "FRAUDOPS_SERVING_BUNDLE_DIR": bundle,
+        "FRAUDOPS_SERVING_PORT": str(port),
+        "FRAUDOPS_SERVING_HOST": "127.0.0.1",
+        "FRAUDOPS_SERVING_LOG_LEVEL": "warning",
+        "FRAUDOPS_SERVING_POLL_INTERVAL_S": "3600",
+        **extra,
+    }
+
+
+def bodies(names: list[str], seed: int = 0) -> dict[str, bytes]:
+    rng = np.random.default_rng(seed)
+    values = [round(float(v), 4) for v in rng.normal(0, 1, len(names))]
+    return {
+        "list": orjson.dumps({"features": values}),
+        "named": orjson.dumps({"features": dict(zip(names, values, strict=True)), "card_id": 42}),
+        "mlflow": orjson.dumps({"inputs": [values]}),
+    }
+
+
+def fmt(label: str, r: dict[str, Any]) -> str:
+    p, h = r["peak"], r["half"]
+    cpu = p.get("cpu_us", float("nan"))
+    return (
+        f"| {label:<30} | {p['rps']:>8,.0f} | {p['p50_ms']:>6.2f} | {p['p99_ms']:>6.2f} | {cpu:>8.0f} "
+        f"| {1e6 / cpu:>8,.0f} | {h['rps']:>8,.0f} | {h['p50_ms']:>6.2f} | {h['p99_ms']:>6.2f} "
+        f"| {p['errors'] + h['errors']:>4} |"
+    )
+
+
+HEADER = (
+    "| target                         | peak rps | p50 ms | p99 ms | CPU us/r | rps/core | half rps | p50 ms "
+    "| p99 ms | errs |\n"
+    "|--------------------------------|----------|--------|--------|----------|----------|----------|--------"
+    "|--------|------|"
+)
+
+
+def ratio_lines(res: dict[str, Any]) -> list[str]:
+    """The targets' ratios, by measured throughput and by server CPU per request."""
+    pk = {k: v["peak"]["rps"] for k, v in res.items()}
+    cpu = {k: v["peak"].get("cpu_us", float("nan")) for k, v in res.items()}
+    pred, plain, ceil = "predictor (array body)", "plain FastAPI (array body)", "ceiling (array body)"
+    lines = [
+        f"predictor / plain FastAPI (array body):   {pk[pred] / pk[plain]:.2f}x throughput, "
+        f"{cpu[plain] / cpu[pred]:.2f}x by CPU per request  (target >= 2x)",
+        f"predictor / bare ceiling (array body):    {pk[pred] / pk[ceil]:.0%} throughput, "
+        f"{cpu[ceil] / cpu[pred]:.0%} by CPU per request  (target >= 70 %)",
+        "predictor / bare ceiling (by-name body):  "
+        f"{pk['predictor (by-name body)'] / pk['ceiling (by-name body)']:.0%} throughput, "
+        f"{cpu['ceiling (by-name body)'] / cpu['predictor (by-name body)']:.0%} by CPU per request",
+    ]
+    if "mlflow models serve" in pk:
+        lines.append(
+            f"predictor / mlflow models serve:          {pk[pred] / pk['mlflow models serve']:.1f}x throughput, "
+            f"{cpu['mlflow models serve'] / cpu[pred]:.1f}x by CPU per request"
+        )
+    lines.append(f"predictor p99 at half of its peak load:   {res[pred]['half']['p99_ms']:.2f} ms  (target < 5 ms)")
+    return lines
+
+
+def interleaved(targets: dict[str, tuple[int, bytes]], seconds: float, rounds: int) -> dict[str, Any]:
+    """Measure every target in turn, ``rounds`` times; keep the median round of each.
+
+    Other processes on a small shared machine come and go: interleaving gives each
+    target the same conditions on average, and the median drops a disturbed round.
+    """
+    for port, raw in targets.values():  # warm-up
+        asyncio.run(closed_loop(port, raw, 1.0, 1_000_000))
+    peaks: dict[str, list[dict[str, Any]]] = {k: [] for k in targets}
+    for _ in range(rounds):
+        for label, (port, raw) in targets.items():
+            peaks[label].append(asyncio.run(closed_loop(port, raw, seconds, 2_000_000)))
+    out: dict[str, Any] = {}
+    for label, rs in peaks.items():
+        rs.sort(key=lambda r: r["rps"])
+        out[label] = {"peak": {**rs[len(rs) // 2], "errors": sum(r["errors"] for r in rs)}}
+    halves: dict[str, list[dict[str, Any]]] = {k: [] for k in targets}
+    for _ in range(max(1, rounds // 2)):
+        for label, (port, raw) in targets.items():
+            halves[label].append(asyncio.run(open_loop(port, raw, out[label]["peak"]["rps"] / 2, seconds)))
+    for label, rs in halves.items():
+        rs.sort(key=lambda r: r["p99_ms"])
+        out[label]["half"] = {**rs[len(rs) // 2], "errors": sum(r["errors"] for r in rs)}
+    return out
+
+
+def http_section(bundle: str, workdir: Path, seconds: float, rounds: int, with_mlflow: bool) -> dict[str, Any]:
+    _, names, _ = _model_and_names(bundle)
+    b = bodies(names)
+    me = str(Path(__file__).resolve())
+    ports = {name: free_port() for name in ("ceiling", "plain", "predictor", "mlflow")}
+    with contextlib.ExitStack() as stack:
+        for name in ("ceiling", "plain"):
+            cmd = [PY, me, "--serve", name, "--port", str(ports[name]), "--bundle", bundle]
+            stack.enter_context(server(cmd, ports[name], "/docs"))
+        p = ports["predictor"]
+        stack.enter_context(server([PY, "-m", "fraudops_serving"], p, "/ready", predictor_env(bundle, workdir, p)))
+        targets = {
+            "ceiling (array body)": (ports["ceiling"], http_request(ports["ceiling"], "/predict", b["list"])),
+            "plain FastAPI (array body)": (ports["plain"], http_request(ports["plain"], "/predict", b["list"])),
+            "predictor (array body)": (p, http_request(p, "/predict", b["list"])),
+            "ceiling (by-name body)": (ports["ceiling"], http_request(ports["ceiling"], "/predict", b["named"])),
+            "predictor (by-name body)": (p, http_request(p, "/predict", b["named"])),
+        }
+        if with_mlflow:
+            mpath = mlflow_model(bundle, workdir)
+            q = ports["mlflow"]
+            cmd = [
+                str(Path(PY).with_name("mlflow")),
+                "models",
+                "serve",
+                "-m",
+                mpath,
+                "-p",
+                str(q),
+                "-h",
+                "127.0.0.1",
+                "-w",
+                "1",
+                "--env-manager",
+                "local",
+            ]
+            try:
+                # mlflow starts `uvicorn` from PATH: the one next to this interpreter.
+                path_env = {"PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+                stack.enter_context(server(cmd, q, "/ping", path_env))
+                targets["mlflow models serve"] = (q, http_request(q, "/invocations", b["mlflow"]))
+            except RuntimeError as exc:
+                print(f"mlflow models serve could not be measured: {exc}", file=sys.stderr)
+        return interleaved(targets, seconds, rounds)
+
+
+def batch_section(bundle: str, workdir: Path, seconds: float, rows: int) -> dict[str, tuple[float, float]]:
+    """Rows per second and CPU microseconds per row, raw ONNX Runtime vs /predict/batch (JSON, Arrow)."""
+    import onnxruntime as ort
+    import pyarrow as pa
+
+    model, names, _ = _model_and_names(bundle)
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (rows, len(names))).astype(np.float32)
+    out: dict[str, tuple[float, float]] = {}
+    for label, threads in (("raw InferenceSession.run, default options", 0), ("raw InferenceSession.run, 1 thread", 1)):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        for _ in range(5):
+            sess.run(None, {"features": x})
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < seconds:
+            sess.run(None, {"features": x})
+            n += 1
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        out[label] = (n * rows / wall, cpu / (n * rows) * 1e6)
+    json_body = orjson.dumps({"transactions": [{"features": r} for r in x.astype(float).round(5).tolist()]})
+    sink = pa.BufferOutputStream()
+    table = pa.table({n: x[:, j] for j, n in enumerate(names)})
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    arrow_body = sink.getvalue().to_pybytes()
+    port = free_port()
+    # One core for the server (pinned), so one thread for its batch session, like the 1-thread reference.
+    env = predictor_env(
+        bundle, workdir, port, FRAUDOPS_SERVING_MAX_BATCH_ROWS=str(rows), FRAUDOPS_SERVING_BATCH_THREADS="1"
+    )
+    cases = (
+        ("/predict/batch, JSON in and out", json_body, "application/json", True),
+        ("/predict/batch, Arrow in and out", arrow_body, "application/vnd.apache.arrow.stream", True),
+        # What the prediction log (a Parquet row per scored row) costs in that number:
+        ("/predict/batch, Arrow, prediction log off", arrow_body, "application/vnd.apache.arrow.stream", False),
+    )
+    for label, body, ctype, logged in cases:
+        extra = {} if logged else {"FRAUDOPS_SERVING_LOG_ENABLED": "false"}
+        with server([PY, "-m", "fraudops_serving"], port, "/ready", {**env, **extra}):
+            raw = http_request(port, "/predict/batch", body, ctype)
+            if "arrow" in ctype:  # ask for an Arrow answer too
+                raw = raw.replace(b"\r\n\r\n", b"\r\nAccept: application/vnd.apache.arrow.stream\r\n\r\n", 1)
+            asyncio.run(closed_loop(port, raw, 1.0, 1000, conns=2))
+            r = asyncio.run(closed_loop(port, raw, seconds, 100_000, conns=2))
+            if r["errors"]:
+                raise RuntimeError(f"{label}: {r['errors']} failed requests")
+            out[label] = (r["rps"] * rows, r.get("cpu_us", float("nan")) / rows)
+    return out
+
+
+def online_section(bundle: str, workdir: Path, seconds: float) -> dict[str, Any] | None:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        print("redis-server not found: online-feature cost not measured", file=sys.stderr)
+        return None
+    import redis
+
+    from fraudops import schema
+    from fraudops_serving.online import feast_field, feast_key
+
+    _, names, _ = _model_and_names(bundle)
+    rport = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=rport)
+        for _ in range(100):
+            with contextlib.suppress(redis.ConnectionError):
+                if client.ping():
+                    break
+            time.sleep(0.05)
+        # One card in Feast's layout: float_val protobufs under murmur3 field names.
+        import struct
+
+        mapping = {feast_field("card_profile", n): b"\x35" + struct.pack("<f", 1.5) for n in schema.CARD_FEATURE_NAMES}
+        client.hset(feast_key("card_id", 42, "fraudops"), mapping=mapping)  # type: ignore[arg-type]
+        rng = np.random.default_rng(2)
+        values = {n: round(float(v), 4) for n, v in zip(names, rng.normal(0, 1, len(names)), strict=True)}
+        without = {n: v for n, v in values.items() if n not in schema.CARD_FEATURE_NAMES}
+        port = free_port()
+        env = predictor_env(
+            bundle,
+            workdir,
+            port,
+            FRAUDOPS_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
+            FRAUDOPS_SERVING_ONLINE_FEATURES=",".join(schema.CARD_FEATURE_NAMES),
+        )
+        res = {}
+        with server([PY, "-m", "fraudops_serving"], port, "/ready", env):
+            res["card features in the request"] = measure(
+                port, http_request(port, "/predict", orjson.dumps({"features": values, "card_id": 42})), seconds
+            )
+            res["card features from Redis"] = measure(
+                port, http_request(port, "/predict", orjson.dumps({"features": without, "card_id": 42})), seconds
+            )
+        return res
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def gpu_section(bundle: str, rows: int, seconds: float) -> dict[str, float] | None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return None
+    from fraudops_serving.bundle import SessionConfig, load_bundle
+
+    x = np.random.default_rng(3).normal(0, 1, (rows, 128)).astype(np.float32)
+    model = load_bundle(bundle, sessions=SessionConfig(device="cuda"))
+    out = {}
+    for label, m in (("CUDA", model), ("CPU", load_bundle(bundle))):
+        m.predict(x)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            m.predict(x)
+            n += 1
+        out[f"{label} batch of {rows:,} rows/s"] = n * rows / (time.perf_counter() - t0)
+    out["providers"] = model.providers  # type: ignore[assignment]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--serve", choices=["ceiling", "plain"], help="run one baseline server (used by the benchmark itself)"
+    )
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--bundle", help="bundle directory (default: one built here, production architecture)")
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of each measured phase")
+    ap.add_argument("--quick", action="store_true", help="2-second phases")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per target (median kept)")
+    ap.add_argument("--batch-rows", type=int, default=1000)
+    ap.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve`")
+    ap.add_argument("--only", choices=["http", "batch", "online", "gpu"], help="run one section")
+    args = ap.parse_args()
+    if args.serve:
+        assert args.bundle
+        _serve(args.serve, args.port, args.bundle)
+        return
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    _pin_generator()
+    seconds = 1.5 if args.quick else args.seconds
+    if args.quick:
+        args.rounds = 3
+    with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
+        workdir = Path(tmp)
+        bundle = args.bundle or make_bundle(workdir)
+        print(
+            f"model: {bundle}; {os.cpu_count()} cores; {seconds:.0f} s phases; "
+            f"load generator: {CONNECTIONS} connections"
+        )
+        if args.only in (None, "http"):
+            res = http_section(bundle, workdir, seconds, args.rounds, with_mlflow=not args.no_mlflow)
+            print("\n/predict, one transaction per request (median of interleaved rounds)")
+            print(HEADER)
+            for label, r in res.items():
+                print(fmt(label, r))
+            print()
+            for line in ratio_lines(res):
+                print(line)
+        if args.only in (None, "batch"):
+            b = batch_section(bundle, workdir, seconds, args.batch_rows)
+            print(f"\nbatch scoring, {args.batch_rows:,} rows per call: rows/s, CPU us per row (server process)")
+            for label, (rps, cpu) in b.items():
+                print(f"  {label:<45} {rps:>10,.0f} rows/s {cpu:>8.2f} us/row")
+            arrow = b["/predict/batch, Arrow in and out"]
+            for ref in ("raw InferenceSession.run, default options", "raw InferenceSession.run, 1 thread"):
+                print(
+                    f"  Arrow batch / {ref[4:]}: {arrow[0] / b[ref][0]:.0%} of its rows/s, "
+                    f"{b[ref][1] / arrow[1]:.0%} by CPU per row  (target >= 50 %)"
+                )
+            json_b = b["/predict/batch, JSON in and out"]
+            ref = b["raw InferenceSession.run, default options"]
+            print(f"  JSON batch / raw (default options): {json_b[0] / ref[0]:.0%} of its rows/s")
+        if args.only in (None, "online"):
+            o = online_section(bundle, workdir, seconds)
+            if o:
+                print("\nonline card features (by-name body, card_id 42)")
+                print(HEADER)
+                for label, r in o.items():
+                    print(fmt(label, r))
+                a, c = o["card features in the request"], o["card features from Redis"]
+                print(
+                    f"  Redis lookup cost: p50 +{c['half']['p50_ms'] - a['half']['p50_ms']:.2f} ms at half load, "
+                    f"peak throughput {c['peak']['rps'] / a['peak']['rps']:.0%} of the in-request case"
+                )
+        if args.only in (None, "gpu"):
+            g = gpu_section(bundle, 8192, seconds)
+            print(
+                "\nGPU: "
+                + (
+                    "no CUDA provider here"
+                    if g is None
+                    else ", ".join(f"{k}: {v:,.0f}" if isinstance(v, float) else f"{k}: {v}" for k, v in g.items())
+                )
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Deployment files: Kubernetes manifests valid against the schema; images slim, non-root, with a health check."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fraudops import schema
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "docker" / "k8s" / "predictor"
+IMAGES = ROOT / "docker" / "serving"
+K8S_VERSION = "1.30.0"
+
+
+def _docs() -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            out[doc["kind"]] = doc
+    return out
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"))
+def test_manifest_is_valid_against_the_kubernetes_schema(path: str) -> None:
+    import kubernetes_validate
+
+    for doc in yaml.safe_load_all((K8S / path).read_text()):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_kustomization_lists_every_resource_but_the_example_secret() -> None:
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert set(kust["resources"]) == files
+
+
+def test_deployment_probes_resources_and_wiring() -> None:
+    docs = _docs()
+    dep, svc, hpa, cm = docs["Deployment"], docs["Service"], docs["HorizontalPodAutoscaler"], docs["ConfigMap"]
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+    assert c["ports"][0]["containerPort"] == 8000
+    assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    graceful = next(int(e["value"]) for e in c["env"] if e["name"] == "FRAUDOPS_SERVING_GRACEFUL_TIMEOUT_S")
+    assert pod["terminationGracePeriodSeconds"] > graceful + 5  # preStop sleep + drain + log flush
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    assert hpa["spec"]["minReplicas"] >= 2
+    refs = {r.get("configMapRef", r.get("secretRef"))["name"] for r in c["envFrom"]}
+    assert refs == {cm["metadata"]["name"], docs["Secret"]["metadata"]["name"]}
+
+
+def test_configmap_is_a_valid_predictor_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fraudops_serving.settings import ServingSettings
+
+    cm = _docs()["ConfigMap"]["data"]
+    for key, value in cm.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FRAUDOPS_SERVING_API_KEYS", "k" * 32)
+    s = ServingSettings()
+    assert s.online_features == list(schema.CARD_FEATURE_NAMES)
+    assert s.feature_schema_version == schema.FEATURE_SCHEMA_VERSION
+    assert s.require_api_key and s.source_kind == "registry" and s.canary_share == 0.05
+    fields = {f"FRAUDOPS_SERVING_{n.upper()}" for n in ServingSettings.model_fields}
+    shared = {"FRAUDOPS_MODEL_NAME", "FRAUDOPS_MLFLOW_TRACKING_URI", "FRAUDOPS_FEAST_PROJECT", "FRAUDOPS_CANARY__SHARE"}
+    assert set(cm) - fields - shared == set(), "unknown variables in the ConfigMap"
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_images_are_slim_non_root_with_a_health_check(name: str) -> None:
+    text = (IMAGES / name).read_text()
+    stages = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
+    assert all(s.startswith("python:") and s.endswith("-slim") for s in stages), stages
+    users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK .*\n?.*CMD .*/health", text, flags=re.M)
+    assert 'ENTRYPOINT ["fraudops-serve"]' in text
+    commands = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "torch" not in commands and "pandas" not in commands and "include/" not in commands
+    if name.endswith(".gpu"):
+        assert "onnxruntime-gpu" in text and "FRAUDOPS_SERVING_DEVICE=cuda" in text
+    else:
+        assert "FRAUDOPS_SERVING_DEVICE=cpu" in text
+    ignore = (IMAGES / f"{name}.dockerignore").read_text().split()
+    assert ignore[ignore.index("*") :][:3] == ["*", "!constraints.txt", "!serving/"]

@@ -1,0 +1,113 @@
+"""The prediction log: complete after a graceful shutdown, in the contract's layout, retried on failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from fraudops_serving.predlog import Chunk, PredictionLog
+
+from .conftest import NAMES, LiveServer, features
+
+
+def test_every_scored_row_is_in_the_log_after_a_graceful_shutdown(
+    make_bundle: Callable[..., Path], tmp_path: Path, live_server: Callable[..., LiveServer]
+) -> None:
+    from fraudops.monitoring.predlog import META_COLUMNS, read_prediction_log
+
+    bundle = make_bundle("5")
+    # A flush interval far beyond the test: only the shutdown flush can write the rows.
+    server = live_server({"FRAUDOPS_SERVING_BUNDLE_DIR": str(bundle), "FRAUDOPS_SERVING_LOG_FLUSH_INTERVAL_S": "3600"})
+    sent: dict[str, dict[str, float]] = {}
+    with httpx.Client(base_url=server.url) as client:
+        for i in range(60):
+            row = features(i)
+            r = client.post("/predict", json={"features": row, "transaction_id": f"t-{i}", "card_id": i})
+            assert r.status_code == 200
+            sent[r.json()["request_id"]] = row
+        rows = [features(100 + i) for i in range(25)]
+        r = client.post(
+            "/predict/batch",
+            json={
+                "batch_id": "b",
+                "transactions": [{"features": row, "transaction_id": f"b-{i}"} for i, row in enumerate(rows)],
+            },
+        )
+        assert r.status_code == 200
+        for p, row in zip(r.json()["predictions"], rows, strict=True):
+            sent[p["request_id"]] = row
+        assert not list((server.home / "prediction_log").rglob("*.parquet"))  # nothing flushed yet
+    assert server.stopped_gracefully()
+
+    now = datetime.now(UTC)
+    table = read_prediction_log(
+        server.home / "prediction_log", now - timedelta(days=1), now + timedelta(days=1), variants=None
+    )
+    assert table.num_rows == 85
+    assert table.column_names == [*META_COLUMNS, *NAMES]
+    assert set(table.column("request_id").to_pylist()) == set(sent)
+    assert set(table.column("variant").to_pylist()) == {"champion"}
+    assert set(table.column("model_version").to_pylist()) == {"5"}
+    for rec in table.slice(0, 10).to_pylist():
+        expected = sent[rec["request_id"]]
+        np.testing.assert_allclose([rec[n] for n in NAMES], [expected[n] for n in NAMES], rtol=1e-6)
+        assert 0.0 <= rec["probability"] <= 1.0 and rec["decision"] in (0, 1) and rec["latency_ms"] > 0
+    files = list((server.home / "prediction_log").rglob("*.parquet"))
+    assert all(f.parent.name.startswith("date=") and f.name.startswith("part-") for f in files)
+    schema = pq.read_schema(files[0])
+    assert str(schema.field("ts").type) == "timestamp[us, tz=UTC]" and str(schema.field("decision").type) == "int8"
+
+
+def _chunk(n: int, start: int = 0) -> Chunk:
+    return Chunk(
+        [f"r{start + i}" for i in range(n)],
+        1_700_000_000_000_000,
+        [None] * n,
+        [start + i for i in range(n)],
+        "m",
+        "1",
+        "champion",
+        np.full(n, 0.5, np.float32),
+        np.zeros(n, np.int8),
+        1.0,
+        np.zeros((n, 3), np.float32),
+    )
+
+
+def test_a_failed_flush_keeps_the_rows_and_the_next_one_writes_them(tmp_path: Path) -> None:
+    blocker = tmp_path / "log"
+    blocker.write_text("a file where the log directory should be")
+    log = PredictionLog(str(blocker), ["a", "b", "c"])
+    log.append(_chunk(10))
+    assert log.flush() is False and log.pending_rows == 10
+    log.append(_chunk(5, start=10))
+    blocker.unlink()
+    assert log.flush() is True and log.pending_rows == 0
+    table = pq.ParquetDataset(str(blocker)).read()
+    assert sorted(table.column("request_id").to_pylist()) == sorted(f"r{i}" for i in range(15))
+
+
+def test_oldest_rows_are_dropped_and_counted_only_beyond_the_bound(tmp_path: Path) -> None:
+    from fraudops_serving.metrics import Metrics
+
+    blocker = tmp_path / "log"
+    blocker.write_text("not a directory")
+    metrics = Metrics()
+    log = PredictionLog(str(blocker), ["a", "b", "c"], metrics=metrics, max_pending_rows=25)
+    for i in range(4):
+        log.append(_chunk(10, start=10 * i))
+    assert log.flush() is False
+    assert log.pending_rows == 20 and log.rows_dropped == 20
+    assert metrics.log_dropped._value.get() == 20
+
+
+def test_append_refuses_rows_of_another_width(tmp_path: Path) -> None:
+    log = PredictionLog(str(tmp_path), ["a", "b"])
+    with pytest.raises(ValueError, match="3 features, the log 2"):
+        log.append(_chunk(1))
