@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -111,6 +112,11 @@ class EmbeddedAirflow:
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of every Airflow process (and of the tasks it runs)."""
         env = dict(os.environ if base is None else base)
+        # `airflow standalone` starts its components as `airflow ...` by name: the
+        # installation's bin folder must be on PATH even when the venv is not activated.
+        bindir = str(Path(sys.executable).parent)
+        if bindir not in env.get("PATH", "").split(os.pathsep):
+            env["PATH"] = os.pathsep.join(p for p in (bindir, env.get("PATH", "")) if p)
         env.update(
             {
                 "AIRFLOW_HOME": str(self.home),
