@@ -108,6 +108,7 @@ def fraud_canary_rollout() -> None:
     @task(multiple_outputs=False)
     def compare(canary: dict[str, Any]) -> dict[str, Any]:
         """Challenger against champion on their logged traffic over the watch period."""
+        from dataclasses import replace
         from pathlib import Path
 
         from fraudops.monitoring import predlog
@@ -123,7 +124,7 @@ def fraud_canary_rollout() -> None:
         columns = [predlog.TS, predlog.VARIANT, predlog.MODEL_VERSION, predlog.PROBABILITY, predlog.DECISION]
         columns += [predlog.LATENCY_MS, "transaction_id"]
         traffic = predlog.read_prediction_log(
-            cfg.prediction_log_dir, start, end, variants=("champion", "challenger"), columns=columns
+            cfg.prediction_log_root, start, end, variants=("champion", "challenger"), columns=columns
         )
         labels_path = get_current_context()["params"]["labels_path"]
         labels = read_labels(labels_path, as_of=end) if labels_path and Path(labels_path).exists() else None
@@ -131,7 +132,8 @@ def fraud_canary_rollout() -> None:
             variant_stats(traffic, "champion", labels=labels),
             variant_stats(traffic, "challenger", labels=labels),
             watch_elapsed_hours=canary["watch_hours"],
-            policy=CanaryPolicy.from_settings(cfg),
+            # The watch period of this run (the params may shorten the configured one).
+            policy=replace(CanaryPolicy.from_settings(cfg), watch_hours=canary["watch_hours"]),
         ).to_dict()
         (log.info if decision["action"] == "promote" else log.warning)("%s: %s", decision["action"], decision["reason"])
         for check in decision["checks"]:
