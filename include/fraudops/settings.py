@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     mlflow_artifact_root: str = ""
     model_name: str = "fraud-detector"
 
+    # Where the predictor writes its prediction log and the drift job and the canary read
+    # it: "" = FRAUDOPS_HOME/prediction_log; any PyArrow filesystem URL (s3://...) in production.
+    prediction_log_uri: str = ""
+
     gate: GateSettings = Field(default_factory=GateSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     canary: CanarySettings = Field(default_factory=CanarySettings)
@@ -166,6 +170,11 @@ class Settings(BaseSettings):
     @property
     def prediction_log_dir(self) -> Path:
         return self.home / "prediction_log"
+
+    @property
+    def prediction_log_root(self) -> str | Path:
+        """The prediction log's location: the configured URL, else the local folder."""
+        return self.prediction_log_uri or self.prediction_log_dir
 
     @property
     def monitoring_dir(self) -> Path:

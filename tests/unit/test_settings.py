@@ -46,3 +46,21 @@ def test_production_with_everything_set(monkeypatch: pytest.MonkeyPatch) -> None
     s = Settings()
     assert s.profile == "production" and s.dvc_remote == "s3://fraudops-data/dvc"
     assert "s3cr3t" not in repr(s)  # secrets never show up in logs or reprs
+
+
+def test_prediction_log_location_is_shared_by_the_predictor_and_the_monitors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fraudops.cli.serve import serving_environment
+    from fraudops.settings import get_settings
+
+    assert Settings(home=tmp_path).prediction_log_root == tmp_path / "prediction_log"
+    monkeypatch.setenv("FRAUDOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("FRAUDOPS_PREDICTION_LOG_URI", "s3://fraud-logs/prediction_log")
+    monkeypatch.delenv("FRAUDOPS_SERVING_LOG_URI", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert get_settings().prediction_log_root == "s3://fraud-logs/prediction_log"
+        assert serving_environment()["FRAUDOPS_SERVING_LOG_URI"] == "s3://fraud-logs/prediction_log"
+    finally:
+        get_settings.cache_clear()

@@ -171,7 +171,7 @@ def canary(
     ]
     try:
         log = predlog.read_prediction_log(
-            log_root or cfg.prediction_log_dir, t0, t1, variants=("champion", "challenger"), columns=columns
+            log_root or cfg.prediction_log_root, t0, t1, variants=("champion", "challenger"), columns=columns
         )
         known = read_labels(labels, as_of=t1) if labels else None
     except (predlog.PredictionLogError, LabelsError) as exc:

@@ -39,6 +39,8 @@ def serving_environment(bundle_dir: Path | None = None, challenger_dir: Path | N
         "FRAUDOPS_SERVING_ONLINE_ENTITY_KEY": schema.CARD_ID,
         "FRAUDOPS_SERVING_ONLINE_FEATURES": ",".join(schema.CARD_FEATURE_NAMES),
     }
+    if s.prediction_log_uri:
+        env["FRAUDOPS_SERVING_LOG_URI"] = s.prediction_log_uri
     if s.redis_url:
         env["FRAUDOPS_REDIS_URL"] = s.redis_url
     if bundle_dir is not None:
@@ -62,7 +64,10 @@ def serve(
     try:
         from fraudops_serving import server
     except ImportError:
-        fail("the predictor is not installed: pip install -e 'serving[registry]' (package fraudops-serving)")
+        fail(
+            "the predictor (package fraudops-serving) is not installed: "
+            "pip install -c constraints.txt -e './serving[registry]'"
+        )
     if challenger_dir is not None and bundle_dir is None:
         fail("--challenger-dir needs --bundle-dir (the champion)")
     champion = Path(bundle_dir).resolve() if bundle_dir else None

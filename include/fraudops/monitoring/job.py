@@ -187,7 +187,7 @@ def run_drift_job(
     started = time.perf_counter()
     start, end = day_interval(day)
     out_root = monitoring_dir or cfg.monitoring_dir
-    root = log_root or cfg.prediction_log_dir
+    root = log_root or cfg.prediction_log_root
     th = DriftThresholds.from_settings(cfg.drift)
 
     prof, profile_source = _given_profile(profile)
