@@ -38,7 +38,7 @@ def test_two_processes_train_one_run(fraudops_home: Path, tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(summary.read_text())  # written once, by the main process
     cfg = get_settings()
-    client = MlflowClient(tracking_uri=cfg.tracking_uri)
+    client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)  # not the process-wide one
     runs = client.search_runs([out["experiment_id"]])
     assert len(runs) == 1  # one run, not one per process
     assert runs[0].data.params["num_processes"] == "2"
