@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
+from starlette.requests import Request  # module level: FastAPI resolves the dependency's annotation here
 
 from fraudops.orchestration.links import (
     CONFIG_SECTION,
@@ -57,7 +58,7 @@ def _menu() -> list[dict[str, Any]]:
 
 def _reports_app() -> Any:
     """A small FastAPI app serving the drift reports to logged-in users."""
-    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse
 
     async def logged_in(request: Request) -> None:
