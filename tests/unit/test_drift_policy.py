@@ -109,9 +109,12 @@ def _traffic(
     challenger_latency: float = 3.0,
     n_champion: int = 12_000,
     n_challenger: int = 6_000,
+    champion_scorer: Any = None,
 ) -> tuple[pa.Table, pa.Table]:
     scorer, threshold = model
-    champ, champ_tx = simulate_day(DAY, n_champion, scorer, seed=5, model_version="3", threshold=threshold)
+    champ, champ_tx = simulate_day(
+        DAY, n_champion, champion_scorer or scorer, seed=5, model_version="3", threshold=threshold
+    )
     chall, chall_tx = simulate_day(
         DAY,
         n_challenger,
@@ -156,6 +159,26 @@ def test_a_worse_challenger_is_rolled_back_on_labels(model: tuple[StandInScorer,
     assert "recall failed" in decision.reason or "precision failed" in decision.reason
     # Fail fast: a clear failure rolls back before the watch period ends.
     assert _decide(log, labels, elapsed=2.0).action == "rollback"
+
+
+def test_a_challenger_that_trades_recall_for_far_better_precision_is_promoted(
+    model: tuple[StandInScorer, float],
+) -> None:
+    scorer, threshold = model
+
+    def stale(X: np.ndarray) -> np.ndarray:  # a champion after drift: the same ranking, most rows flagged
+        return np.clip(scorer(X) + threshold, 0, 1).astype(np.float32)
+
+    log, labels = _traffic(model, scorer, champion_scorer=stale)
+    decision = _decide(log, labels)
+    champion, challenger = decision.champion["quality"], decision.challenger["quality"]
+    assert champion["recall"] > challenger["recall"] + 0.05 and challenger["precision"] > champion["precision"]
+    assert decision.action == "promote", decision.reason
+    recall = next(c for c in decision.checks if c.name == "recall")
+    assert recall.passed and "better balance" in recall.detail
+    # The same recall drop without the better balance still rolls back.
+    worse, worse_labels = _traffic(model, stale, champion_scorer=scorer)
+    assert _decide(worse, worse_labels).action == "rollback"
 
 
 def test_slow_or_failing_challengers_are_rolled_back(model: tuple[StandInScorer, float]) -> None:

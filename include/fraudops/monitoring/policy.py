@@ -185,6 +185,7 @@ class CanaryPolicy:
     min_labelled_positives: int = 20
     max_precision_drop: float = 0.05
     max_recall_drop: float = 0.05
+    max_auc_drop: float = 0.02
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CanaryPolicy:
@@ -221,6 +222,14 @@ def score_psi(reference_scores: npt.ArrayLike, scores: npt.ArrayLike) -> float |
         return None
     bins = fit_bins(ref)
     return psi(proportions(bin_counts(ref, bins.cuts)), proportions(bin_counts(cur, bins.cuts)))
+
+
+def f1_score(quality: dict[str, Any]) -> float | None:
+    """F1 of a ``classification_quality`` result (None without precision and recall)."""
+    precision, recall = quality.get("precision"), quality.get("recall")
+    if precision is None or recall is None:
+        return None
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:
@@ -292,12 +301,26 @@ def decide_canary(
         and hq["n_positive"] >= p.min_labelled_positives
     )
     if labelled and cq is not None and hq is not None:
+        c_auc, h_auc = cq.get("auc_roc"), hq.get("auc_roc")
+        auc_ok = c_auc is not None and (h_auc is None or c_auc >= h_auc - p.max_auc_drop)
+        checks.append(
+            Check(
+                "auc_roc", auc_ok, f"challenger {_fmt(c_auc)} vs champion {_fmt(h_auc)} (allowed drop {p.max_auc_drop})"
+            )
+        )
+        # A threshold trades precision for recall. A drop in one is accepted when the
+        # challenger ranks as well (AUC-ROC) and strikes a better balance (F1): a stale
+        # champion that flags most transactions has a high recall, not a better decision.
+        c_f1, h_f1 = f1_score(cq), f1_score(hq)
+        better_balance = auc_ok and c_f1 is not None and (h_f1 is None or c_f1 >= h_f1)
         for metric, allowed in (("precision", p.max_precision_drop), ("recall", p.max_recall_drop)):
             c, h = cq.get(metric), hq.get(metric)
             ok = c is not None and (h is None or c >= h - allowed)
-            checks.append(
-                Check(metric, ok, f"challenger {_fmt(c)} vs champion {_fmt(h)} (allowed drop {allowed}) on labels")
-            )
+            detail = f"challenger {_fmt(c)} vs champion {_fmt(h)} (allowed drop {allowed}) on labels"
+            if not ok and better_balance:
+                ok = True
+                detail += f"; accepted: a better balance (F1 {_fmt(c_f1)} vs {_fmt(h_f1)}) at no loss of AUC-ROC"
+            checks.append(Check(metric, ok, detail))
         checks.append(Check("score_distribution", True, f"PSI {_fmt(spsi)} vs champion (informational: labels decide)"))
     else:
         ok = spsi is None or spsi < p.max_score_psi
