@@ -30,8 +30,9 @@ $(STAMP):
 
 install: $(STAMP)
 
+# The main job keeps its state apart (.fraudops/demo) and starts from scratch each time.
 demo: $(STAMP)
-	$(VENV)/bin/fraudops lifecycle
+	FRAUDOPS_HOME=$(FRAUDOPS_HOME)/demo $(VENV)/bin/fraudops demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)

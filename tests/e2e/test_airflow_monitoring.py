@@ -11,16 +11,14 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fraudops.demo import WebhookReceiver
 from tests.dags.support import dag_runs, embedded_for_test, migrate, read_xcom
 
 pytestmark = pytest.mark.slow
@@ -28,39 +26,11 @@ pytestmark = pytest.mark.slow
 DAY = date(2026, 10, 23)
 
 
-@dataclass
-class Receiver:
-    """A local Slack webhook: records each request, answers the scripted statuses (then 200)."""
-
-    url: str = ""
-    statuses: list[int] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            state.requests.append({"path": self.path, "body": json.loads(body or b"{}")})
-            status = state.statuses.pop(0) if state.statuses else 200
-            self.send_response(status)
-            self.end_headers()
-            self.wfile.write(b"ok" if status == 200 else b"error")
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/secret"
-    try:
+def receiver() -> Iterator[WebhookReceiver]:
+    """A local Slack webhook (a real HTTP server): records each request, answers scripted statuses."""
+    with WebhookReceiver() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +71,7 @@ def _midnight_after(day: date) -> datetime:
 
 
 def test_drift_alerts_triggers_training_once_and_survives_a_failing_webhook(
-    airflow: Any, reference: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    airflow: Any, reference: Any, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fraudops.monitoring.job import champion_profile_path, read_summary
     from fraudops.monitoring.profile import save_profile

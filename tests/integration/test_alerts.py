@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from fraudops.demo import WebhookReceiver
 from fraudops.monitoring import predlog
 from fraudops.monitoring.alerts import send_slack
 from fraudops.monitoring.job import REPORT_FILE, SUMMARY_FILE, read_summary, run_drift_job
@@ -23,48 +21,11 @@ from fraudops.settings import get_settings
 DAY = date(2026, 10, 23)
 
 
-@dataclass
-class Receiver:
-    """A webhook receiver that answers a scripted sequence of statuses, optionally slowly."""
-
-    url: str
-    statuses: list[int] = field(default_factory=list)  # consumed per request; 200 once empty
-    delay_s: float = 0.0
-    requests: list[dict[str, object]] = field(default_factory=list)
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            state.requests.append(
-                {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
-            )
-            if state.delay_s:
-                time.sleep(state.delay_s)
-            status = state.statuses.pop(0) if state.statuses else 200
-            self.send_response(status)
-            self.end_headers()
-            self.wfile.write(b"ok" if status == 200 else b"invalid_payload")
-
-        do_POST = _handle  # noqa: N815
-        do_PUT = _handle  # noqa: N815
-
-        def log_message(self, format: str, *args: object) -> None:  # quiet test output
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/secret-token"
-    try:
+def receiver() -> Iterator[WebhookReceiver]:
+    """A real local HTTP endpoint that answers a scripted sequence of statuses, optionally slowly."""
+    with WebhookReceiver() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +43,14 @@ def drifted_day(fraudops_home: Path, reference: tuple[Profile, StandInScorer, fl
     return profile
 
 
-def test_alert_carries_what_an_operator_needs(drifted_day: Profile, receiver: Receiver) -> None:
+def test_alert_carries_what_an_operator_needs(drifted_day: Profile, receiver: WebhookReceiver) -> None:
     summary = run_drift_job(
         DAY, profile=drifted_day, report=False, webhook_url=receiver.url, report_url="https://airflow.example/report/1"
     )
     assert len(receiver.requests) == 1
     request = receiver.requests[0]
     assert request["method"] == "POST" and request["path"] == "/services/T000/B000/secret-token"
-    message = json.loads(request["body"])  # type: ignore[arg-type]
+    message = request["body"]
     text = message["text"]
     share = summary["drift"]["drift_share"]
     assert f"{share:.0%}" in text and "alert level 50%" in text
@@ -104,13 +65,13 @@ def test_alert_carries_what_an_operator_needs(drifted_day: Profile, receiver: Re
     assert "secret-token" not in json.dumps(saved)
 
 
-def test_transient_failures_are_retried(drifted_day: Profile, receiver: Receiver) -> None:
+def test_transient_failures_are_retried(drifted_day: Profile, receiver: WebhookReceiver) -> None:
     receiver.statuses = [503, 500]
     result = send_slack(receiver.url, {"text": "x"}, retries=3, backoff_s=0.01)
     assert result.delivered and result.attempts == 3 and len(receiver.requests) == 3
 
 
-def test_a_failing_webhook_is_reported_and_loses_nothing(drifted_day: Profile, receiver: Receiver) -> None:
+def test_a_failing_webhook_is_reported_and_loses_nothing(drifted_day: Profile, receiver: WebhookReceiver) -> None:
     receiver.statuses = [500] * 10
     summary = run_drift_job(DAY, profile=drifted_day, report=False, webhook_url=receiver.url)
     alert = summary["alert"]
@@ -126,7 +87,7 @@ def test_a_failing_webhook_is_reported_and_loses_nothing(drifted_day: Profile, r
     assert not gone.delivered and gone.attempts == 1 and gone.status_code == 404
 
 
-def test_a_webhook_that_times_out_or_refuses(drifted_day: Profile, receiver: Receiver) -> None:
+def test_a_webhook_that_times_out_or_refuses(drifted_day: Profile, receiver: WebhookReceiver) -> None:
     receiver.delay_s = 1.0
     started = time.perf_counter()
     slow = send_slack(receiver.url, {"text": "x"}, timeout_s=0.2, retries=1, backoff_s=0.01)
@@ -143,7 +104,7 @@ def test_a_webhook_that_times_out_or_refuses(drifted_day: Profile, receiver: Rec
 
 
 def test_no_alert_below_the_alert_level(
-    fraudops_home: Path, reference: tuple[Profile, StandInScorer, float], receiver: Receiver
+    fraudops_home: Path, reference: tuple[Profile, StandInScorer, float], receiver: WebhookReceiver
 ) -> None:
     profile, scorer, threshold = reference
     records, _ = simulate_day(DAY, 3_000, scorer, scenario="merchant_mix", seed=31, threshold=threshold)
@@ -153,21 +114,21 @@ def test_no_alert_below_the_alert_level(
     assert "alert" not in summary and receiver.requests == []
 
 
-def test_drift_gauges_are_pushed_to_a_pushgateway(drifted_day: Profile, receiver: Receiver) -> None:
+def test_drift_gauges_are_pushed_to_a_pushgateway(drifted_day: Profile, receiver: WebhookReceiver) -> None:
     gateway = receiver.url.split("/services")[0]
     summary = run_drift_job(DAY, profile=drifted_day, report=False, pushgateway_url=gateway)
     assert summary["metrics_push"]["delivered"] is True
     request = receiver.requests[0]
     assert request["method"] == "PUT"
     assert request["path"] == "/metrics/job/fraud_drift_monitoring/model_name/fraud-detector"
-    body = request["body"].decode()  # type: ignore[attr-defined]
+    body = request["raw"].decode()
     share = summary["drift"]["drift_share"]
     assert f'fraudops_drift_share{{model_name="fraud-detector",model_version="7"}} {share!r}' in body
     assert "# TYPE fraudops_drift_share gauge" in body
 
 
 def test_a_quality_drop_alerts_even_without_feature_drift(
-    fraudops_home: Path, reference: tuple[Profile, StandInScorer, float], receiver: Receiver
+    fraudops_home: Path, reference: tuple[Profile, StandInScorer, float], receiver: WebhookReceiver
 ) -> None:
     import numpy as np
     import pyarrow as pa
@@ -192,5 +153,5 @@ def test_a_quality_drop_alerts_even_without_feature_drift(
     overall = summary["quality"]["overall"]
     assert overall["n_positive"] >= 20 and overall["auc_roc"] < 0.7
     assert any("below the floor 0.85" in r for r in summary["alert_reasons"])
-    message = json.loads(receiver.requests[0]["body"])  # type: ignore[arg-type]
+    message = receiver.requests[0]["body"]
     assert "AUC-ROC" in message["text"] and summary["alert"]["delivered"]

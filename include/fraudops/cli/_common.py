@@ -40,7 +40,17 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(console=console(), show_path=False, rich_tracebacks=False)],
         force=True,
     )
-    for noisy in ("great_expectations", "feast", "mlflow", "alembic", "urllib3", "filelock", "dvc"):
+    for noisy in (
+        "great_expectations",
+        "feast",
+        "mlflow",
+        "alembic",
+        "urllib3",
+        "filelock",
+        "dvc",
+        "httpx",
+        "httpcore",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

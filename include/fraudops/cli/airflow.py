@@ -95,7 +95,9 @@ def _reference_time(cfg: Settings) -> datetime:
     return hour + timedelta(hours=1)
 
 
-def _ensure_data(cfg: Settings, rows: int, days: float, generate: bool | None) -> dict[str, Any] | None:
+def _ensure_data(
+    cfg: Settings, rows: int, days: float, generate: bool | None, start: datetime | None = None
+) -> dict[str, Any] | None:
     from fraudops.data.warehouse import open_warehouse
 
     wh = open_warehouse(cfg)
@@ -111,7 +113,7 @@ def _ensure_data(cfg: Settings, rows: int, days: float, generate: bool | None) -
     from fraudops import pipeline
 
     with step(f"generating {rows:,} transactions over {days:g} days"):
-        return pipeline.generate(rows=rows, days=days, settings=cfg)
+        return pipeline.generate(rows=rows, days=days, start=start, settings=cfg)
 
 
 def _print_run(result: DagRunResult) -> None:
@@ -152,26 +154,23 @@ def _summary(cfg: Settings, runs: list[DagRunResult]) -> dict[str, Any]:
     return out
 
 
-@app.command()
-def demo(
-    rows: int = typer.Option(200_000, "--rows", "-n", min=1_000, help="Transactions to generate when generating."),
-    days: float = typer.Option(42.0, min=1.0, help="Days the generated data spans (and the training window)."),
-    epochs: int = typer.Option(15, min=1, help="Maximum training epochs."),
-    generate: bool | None = typer.Option(
-        None, "--generate/--no-generate", help="Generate data first (default: only when the warehouse is empty)."
-    ),
-    output: str | None = typer.Option(None, "--output", "-o", help="Write the JSON summary here instead of stdout."),
-) -> None:
-    """Run the feature materialization and training DAGs with `airflow dags test`, then summarize."""
+def run_lifecycle_dags(
+    cfg: Settings,
+    airflow: EmbeddedAirflow,
+    *,
+    rows: int,
+    days: float,
+    epochs: int,
+    generate: bool | None,
+    start: datetime | None = None,
+) -> tuple[dict[str, Any], list[DagRunResult]]:
+    """Initialize Airflow, make sure there is data, run materialization then training; summarize."""
     from fraudops.orchestration.policy import RETRIES_CAP_ENV
     from fraudops.orchestration.runs import run_dag_test
 
     started = time.perf_counter()
-    cfg = settings()
-    cfg.ensure_home()
-    airflow = _embedded(cfg)
     info = _init(airflow)
-    generated = _ensure_data(cfg, rows, days, generate)
+    generated = _ensure_data(cfg, rows, days, generate, start)
     as_of = _reference_time(cfg)
     console().print(f"DAG runs as of {as_of.isoformat()} (the end of the data); Airflow home {airflow.home}")
 
@@ -191,7 +190,14 @@ def demo(
     summary["generated"] = generated
     summary["as_of"] = as_of.isoformat()
     summary["airflow_home"] = info["airflow_home"]
+    summary["login"] = info["login"]
     summary["seconds"] = round(time.perf_counter() - started, 1)
+    print_training_summary(summary)
+    return summary, runs
+
+
+def print_training_summary(summary: dict[str, Any]) -> None:
+    """Data version, model version, gate, aliases and bundle of a training run's summary."""
     gate = summary.get("gate") or {}
     if summary.get("model_version"):
         console().print(
@@ -199,9 +205,26 @@ def demo(
             f"(test AUC-ROC {((summary.get('metrics') or {}).get('test_auc_roc') or float('nan')):.4f}); "
             f"gate: {gate.get('reason')}"
         )
-        console().print(f"aliases {summary['aliases']}; bundle {summary.get('bundle_path') or '-'}")
+        console().print(f"aliases {summary.get('aliases')}; bundle {summary.get('bundle_path') or '-'}")
         if summary.get("mlflow_run_url"):
             console().print(f"MLflow run: {summary['mlflow_run_url']} (start the UI with `fraudops airflow up`)")
+
+
+@app.command()
+def demo(
+    rows: int = typer.Option(200_000, "--rows", "-n", min=1_000, help="Transactions to generate when generating."),
+    days: float = typer.Option(42.0, min=1.0, help="Days the generated data spans (and the training window)."),
+    epochs: int = typer.Option(15, min=1, help="Maximum training epochs."),
+    generate: bool | None = typer.Option(
+        None, "--generate/--no-generate", help="Generate data first (default: only when the warehouse is empty)."
+    ),
+    output: str | None = typer.Option(None, "--output", "-o", help="Write the JSON summary here instead of stdout."),
+) -> None:
+    """Run the feature materialization and training DAGs with `airflow dags test`, then summarize."""
+    cfg = settings()
+    cfg.ensure_home()
+    airflow = _embedded(cfg)
+    summary, runs = run_lifecycle_dags(cfg, airflow, rows=rows, days=days, epochs=epochs, generate=generate)
     console().print(f"done in {summary['seconds']:.0f} s")
     emit_json(summary, output)
     if any(not r.succeeded for r in runs):

@@ -29,6 +29,7 @@ app.command("promote")(registry_cli.promote)
 app.command("rollback")(registry_cli.rollback)
 app.add_typer(registry_cli.app, name="registry")
 app.add_typer(airflow_cli.app, name="airflow")
+app.command("demo")(__import__("fraudops.cli.demo", fromlist=["demo"]).demo)
 app.command("lifecycle")(__import__("fraudops.cli.lifecycle", fromlist=["lifecycle"]).lifecycle)
 
 

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +178,33 @@ def run_dag_test(
     result.wall_s = wall
     result.log_file = str(log_file)
     return result
+
+
+def queued_runs(db_path: Path, dag_id: str) -> list[DagRunResult]:
+    """The runs of ``dag_id`` waiting in the queue (created by a trigger, not started yet)."""
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        ids = [
+            r[0]
+            for r in con.execute(
+                "SELECT run_id FROM dag_run WHERE dag_id = ? AND state = 'queued' ORDER BY id", (dag_id,)
+            )
+        ]
+    finally:
+        con.close()
+    return [read_run(db_path, dag_id, run_id) for run_id in ids]
+
+
+def run_queued(airflow: EmbeddedAirflow, queued: DagRunResult, *, timeout: float | None = None) -> DagRunResult:
+    """Execute a queued run (one that another DAG triggered) with ``airflow dags test``.
+
+    On the embedded default no scheduler runs during the demo; ``airflow dags test`` with
+    the queued run's logical date and configuration replaces it by an executed run (the
+    same logical date, the same ``conf``), which is what the scheduler would have run.
+    """
+    if not queued.logical_date:
+        raise ValueError(f"run {queued.run_id} of {queued.dag_id} has no logical date to run it again by")
+    logical = datetime.fromisoformat(queued.logical_date)
+    if logical.tzinfo is None:  # SQLite keeps UTC without the offset
+        logical = logical.replace(tzinfo=UTC)
+    return run_dag_test(airflow, queued.dag_id, logical, conf=queued.conf, timeout=timeout)
