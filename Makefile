@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml serving/pyproject.toml co
 export FRAUDOPS_HOME ?= $(CURDIR)/.fraudops
 LINT_PATHS := include serving tests bench dags plugins
 
-.PHONY: install demo test test-fast lint format bench mlflow-ui clean help
+.PHONY: lock install demo test test-fast lint format bench mlflow-ui clean help
 
 help:
 	@echo "make demo     run the whole lifecycle on the embedded default"
@@ -30,6 +30,12 @@ $(STAMP):
 
 install: $(STAMP)
 
+# Re-resolve the lock from constraints.in (torch's CUDA wheels are left out: the CPU or
+# GPU build of torch is installed first, by pip).
+lock: $(STAMP)
+	@{ head -3 constraints.txt; $(UV) pip compile constraints.in --python-version 3.11 --no-header --no-annotate \
+	  | grep -vE '^(-e |nvidia-|cuda-|triton==)'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
 # The main job keeps its state apart (.fraudops/demo) and starts from scratch each time.
 demo: $(STAMP)
 	FRAUDOPS_HOME=$(FRAUDOPS_HOME)/demo $(VENV)/bin/fraudops demo
@@ -45,7 +51,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 
 test: lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n 2 --dist loadfile --durations 15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests/unit tests/data -q

@@ -306,7 +306,7 @@ def score_examples(url: str, table: pa.Table, n: int = 3, api_key: str | None = 
             r = client.post("/predict", json=body, headers=headers)
             if r.status_code != 200:
                 raise DemoError(f"/predict answered {r.status_code}: {r.text[:300]}")
-            out.append(r.json())
+            out.append({"transaction_id": body["transaction_id"], **r.json()})
     return out
 
 

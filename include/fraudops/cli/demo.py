@@ -279,6 +279,9 @@ def _canary_step(
         run = run_dag_test(airflow, CANARY_DAG, datetime.now(UTC), conf=conf)
     _print_run(run)
     compare = run.returns.get("compare") or {}
+    for check in compare.get("checks") or []:
+        mark = "[green]ok[/]  " if check.get("passed") else "[red]FAIL[/]"
+        console().print(f"  {mark} {check.get('name')}: {check.get('detail')}")
     console().print(f"  decision: [bold]{compare.get('action')}[/]: {compare.get('reason')}")
     after = current_aliases(cfg)
     with step("the predictor follows the aliases again"):
