@@ -65,6 +65,8 @@ def _env(home: Path, dags: Path, port: int) -> dict[str, str]:
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://localhost:{port}/execution/",
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
+        # `airflow standalone` starts its components as `airflow ...`: this venv's bin on PATH.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
     return env
 
@@ -122,6 +124,9 @@ def _report(label: str, stats: dict[str, float], wall: float, sleep: float) -> N
     n = stats["tasks"]
     base = stats["task_sum_s"]
     print(f"\n== {label}: {n} tasks x {sleep:g} s sleep, run state {stats['state']}")
+    if stats["state"] != "success" or not stats["task_sum_s"]:
+        print(f"   the run did not succeed ({n} task instances, {stats['task_sum_s']:.1f} s of task time)")
+        return
     print(f"   sum of task durations (baseline)   {base:8.1f} s")
     span = stats["first_task_to_last_s"]
     print(f"   first task start -> last task end  {span:8.1f} s   x{span / base:.2f}")
@@ -184,6 +189,8 @@ def main() -> int:
                 _wait_db_state(db, "bench_chain", args.timeout)
                 stats = _run_stats(db, "bench_chain")
                 _report("scheduler + LocalExecutor (airflow standalone)", stats, stats["queued_to_end_s"], args.sleep)
+                if stats["state"] != "success":
+                    print((Path(tmp) / "standalone.log").read_text(errors="replace")[-4000:], file=sys.stderr)
                 print(f"   (Airflow took {ready:.0f} s to start and accept the trigger)")
                 results["scheduler"] = stats
             finally:
