@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from pydantic import SecretStr
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -49,15 +49,24 @@ def served_app() -> Any:
     return APP
 
 
+# One test per operation, with its own id: schemathesis's `schema.parametrize()` gives every
+# operation the same node id, and pytest-xdist (`make test` runs two workers) would run one.
+OPERATIONS = [result.ok() for result in schema.get_all_operations()]
+
+
 @pytest.mark.slow
-@schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_server_error_and_responses_follow_the_schema(case: Any) -> None:
-    # Every check but one: a schema-valid feature value (any finite float32) can still be
-    # too extreme for this particular model to give a finite probability; the API then
-    # answers a specific 422 (unscorable_input), which "positive data acceptance" counts
-    # against it. That limit belongs to the model, not to a JSON schema.
-    case.call_and_validate(excluded_checks=[positive_data_acceptance])
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
+def test_no_server_error_and_responses_follow_the_schema(operation: Any) -> None:
+    @given(case=operation.as_strategy())
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    def run(case: Any) -> None:
+        # Every check but one: a schema-valid feature value (any finite float32) can still be
+        # too extreme for this particular model to give a finite probability; the API then
+        # answers a specific 422 (unscorable_input), which "positive data acceptance" counts
+        # against it. That limit belongs to the model, not to a JSON schema.
+        case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+    run()
 
 
 def test_schema_is_complete_with_examples(served_app: Any) -> None:
