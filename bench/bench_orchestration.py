@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -139,7 +140,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--sleep", type=float, default=1.0)
-    parser.add_argument("--port", type=int, default=8793)
+    # Not 8793: that is the port of Airflow's own worker log server, which standalone starts too.
+    parser.add_argument("--port", type=int, default=0, help="API server port (default: a free one)")
     parser.add_argument("--scheduler", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
@@ -149,6 +151,10 @@ def main() -> int:
         dags.mkdir()
         (home / "plugins").mkdir(parents=True)
         (dags / "bench_chain.py").write_text(CHAIN.format(tasks=args.tasks, sleep=args.sleep))
+        if not args.port:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                args.port = sock.getsockname()[1]
         env = _env(home, dags, args.port)
         db = home / "airflow.db"
         subprocess.run(_airflow("db", "migrate"), env=env, capture_output=True, check=True)
