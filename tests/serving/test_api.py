@@ -124,6 +124,81 @@ def test_batch_accepts_an_arrow_stream(served: tuple[Any, Path]) -> None:
     assert r.status_code == 400 and r.json()["code"] == "malformed_arrow"
 
 
+def _arrow(table: Any) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=7):  # several record batches when longer than 7 rows
+            writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+@pytest.mark.parametrize(
+    "layout", ["float32 in manifest order", "reversed column order", "float64 and int64 columns", "record batches"]
+)
+def test_every_arrow_layout_scores_and_logs_the_same_rows(
+    layout: str, make_bundle: Callable[..., Path], app_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The strided fast path (float32, one record batch) and the general path agree, ids included."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    bundle = make_bundle("4")
+    client, app = app_factory(bundle)
+    n = 5 if layout != "record batches" else 20
+    x = np.random.default_rng(7).normal(0, 1, (n, len(NAMES))).astype(np.float32)
+    if layout == "float64 and int64 columns":
+        x[:, 1] = np.arange(n)  # whole numbers, sent as int64
+    cols: dict[str, Any] = {name: pa.array(x[:, j], pa.float32()) for j, name in enumerate(NAMES)}
+    if layout == "float64 and int64 columns":
+        cols[NAMES[0]] = pa.array(x[:, 0].astype(np.float64), pa.float64())
+        cols[NAMES[1]] = pa.array(x[:, 1].astype(np.int64), pa.int64())
+    names = list(reversed(NAMES)) if layout == "reversed column order" else NAMES
+    table = pa.table({name: cols[name] for name in names})
+    table = table.append_column("request_id", pa.array([f"r-{i}" if i % 2 else None for i in range(n)], pa.string()))
+    table = table.append_column("transaction_id", pa.array([f"t-{i}" for i in range(n)], pa.string()))
+    body = _arrow(table) if layout == "record batches" else _arrow(table.combine_chunks())
+    r = client.post(
+        "/predict/batch",
+        content=body,
+        headers={
+            "content-type": "application/vnd.apache.arrow.stream",
+            "accept": "application/vnd.apache.arrow.stream",
+        },
+    )
+    assert r.status_code == 200, r.text
+    answer = pa.ipc.open_stream(r.content).read_all()
+    raw = ort.InferenceSession(str(bundle / "model.onnx")).run(None, {"features": x})[0].reshape(-1)
+    np.testing.assert_allclose(answer.column("probability").to_numpy(), raw, rtol=1e-6)
+    batch_id = answer.schema.metadata[b"batch_id"].decode()
+    expected_ids = [f"r-{i}" if i % 2 else f"{batch_id}-{i}" for i in range(n)]
+    assert answer.column("request_id").to_pylist() == expected_ids
+    assert answer.column("transaction_id").to_pylist() == [f"t-{i}" for i in range(n)]
+    assert answer.column("feature_source").to_pylist() == ["request"] * n
+    rt = app.state.runtime
+    rt.predlog.flush()
+    logged = ds.dataset(rt.predlog.root, format="parquet", partitioning="hive").to_table()
+    assert logged.column("request_id").to_pylist() == expected_ids
+    np.testing.assert_array_equal(np.column_stack([logged.column(c).to_numpy() for c in NAMES]), x)
+    np.testing.assert_allclose(logged.column("probability").to_numpy(), raw, rtol=1e-6)
+
+
+def test_arrow_values_beyond_float32_nan_or_null_are_refused(served: tuple[Any, Path]) -> None:
+    import pyarrow as pa
+
+    client, _ = served
+    x = np.zeros((3, len(NAMES)), dtype=np.float64)
+    ctype = {"content-type": "application/vnd.apache.arrow.stream"}
+    for value, typ in ((1e300, pa.float64()), (float("nan"), pa.float32()), (None, pa.float32())):
+        cols = {name: pa.array(x[:, j], typ) for j, name in enumerate(NAMES)}
+        cols[NAMES[3]] = pa.array([0.0, value, 0.0], typ)
+        r = client.post("/predict/batch", content=_arrow(pa.table(cols)), headers=ctype)
+        assert r.status_code == 422, r.text
+        assert repr(NAMES[3]) in r.json()["detail"], r.text
+        assert r.json()["code"] in ("out_of_range", "invalid_value")
+
+
 def test_operations_endpoints(served: tuple[Any, Path]) -> None:
     client, _ = served
     assert client.get("/health").json()["status"] == "ok"

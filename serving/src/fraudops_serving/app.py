@@ -44,6 +44,7 @@ from starlette.responses import Response
 
 from fraudops_serving import __version__
 from fraudops_serving import openapi as docs
+from fraudops_serving.arrow import SOURCES, BatchIds, ids_from_lists
 from fraudops_serving.bundle import Model
 from fraudops_serving.inputs import InputError, Item, RowParser
 from fraudops_serving.manager import Served
@@ -385,27 +386,28 @@ def create_app(
             if ARROW_STREAM in ctype:
                 from fraudops_serving.arrow import parse_arrow_batch
 
-                x, card_ids, txn_ids, req_ids, batch_id = parse_arrow_batch(body, parser, settings.max_batch_rows)
+                x, ids = parse_arrow_batch(body, parser, settings.max_batch_rows)
             elif "json" in ctype:
-                x, card_ids, txn_ids, req_ids, batch_id = _parse_json_batch(
-                    _loads(body), parser, settings.max_batch_rows
-                )
+                x, ids = _parse_json_batch(_loads(body), parser, settings.max_batch_rows)
             else:
                 raise InputError(415, "unsupported_media_type", f"send {JSON} or {ARROW_STREAM}, not {ctype[:80]!r}")
             n = x.shape[0]
-            batch_id = batch_id or uuid.uuid4().hex
-            request_ids = [r or f"{batch_id}-{i}" for i, r in enumerate(req_ids)]
-            sources = np.full(n, "request", dtype=object)
-            if parser.online_enabled:
-                need = np.isnan(x[:, parser.online_idx]).any(axis=1) if parser.online_idx.size else np.zeros(n, bool)
-                rows = np.flatnonzero(need).tolist()
+            batch_id = ids.batch_id or uuid.uuid4().hex
+            request_ids = ids.filled_request_ids(batch_id)
+            card_ids: list[int | None] | None = None  # Python values only where a per-row decision needs them
+            source_codes = np.zeros(n, dtype=np.int8)
+            if parser.online_enabled and parser.online_idx.size:
+                rows = np.flatnonzero(np.isnan(x[:, parser.online_idx]).any(axis=1)).tolist()
                 if rows:
-                    sources[rows] = await rt.fill_online(x, card_ids, rows, champion)
+                    card_ids = ids.cards()
+                    sources = await rt.fill_online(x, card_ids, rows, champion)
+                    source_codes[rows] = [SOURCES.index(src) for src in sources]
             challenger = served.challenger
             to_chal = np.zeros(n, dtype=bool)
             if challenger is not None and rt.mode == "canary" and rt.share > 0:
+                card_ids = card_ids if card_ids is not None else ids.cards()
                 to_chal = np.fromiter(
-                    (rt.goes_to_challenger(c, r) for c, r in zip(card_ids, request_ids, strict=True)),
+                    (rt.goes_to_challenger(c, r) for c, r in zip(card_ids, request_ids.to_pylist(), strict=True)),
                     dtype=bool,
                     count=n,
                 )
@@ -432,72 +434,55 @@ def create_app(
                 probability[idx] = p
                 decision[idx] = p >= model.threshold
                 used.append((variant, model, idx))
-            if to_chal.any():
-                variants = ["challenger" if c else "champion" for c in to_chal.tolist()]
-                versions = [challenger.version if c else champion.version for c in to_chal.tolist()]  # type: ignore[union-attr]
-            else:
-                variants, versions = ["champion"] * n, [champion.version] * n
+            variants = ("champion", "challenger")
+            versions = (champion.version, challenger.version if challenger is not None else champion.version)
+            variant_codes = to_chal.astype(np.int8)
             arrow_out = ARROW_STREAM in (request.headers.get("accept") or "")
             if arrow_out:
                 from fraudops_serving.arrow import arrow_response
 
                 meta = {"batch_id": batch_id, "model_name": champion.name, "threshold": str(champion.threshold)}
-                out = arrow_response(request_ids, txn_ids, probability, decision, versions, variants, sources, meta)
+                out = arrow_response(
+                    request_ids,
+                    ids.transactions(),
+                    probability,
+                    decision,
+                    variant_codes,
+                    variants,
+                    versions,
+                    source_codes,
+                    meta,
+                )
             else:
-                predictions = [
-                    {
-                        "request_id": rid,
-                        "transaction_id": txn,
-                        "probability": p,
-                        "decision": d,
-                        "model_version": ver,
-                        "variant": var,
-                        "feature_source": src,
-                    }
-                    for rid, txn, p, d, ver, var, src in zip(
-                        request_ids,
-                        txn_ids,
-                        probability.tolist(),
-                        decision.tolist(),
-                        versions,
-                        variants,
-                        sources.tolist(),
-                        strict=True,
-                    )
-                ]
-                out = orjson.dumps(
-                    {
-                        "batch_id": batch_id,
-                        "model_name": champion.name,
-                        "count": n,
-                        "threshold": champion.threshold,
-                        "predictions": predictions,
-                    }
+                out = _json_batch_answer(
+                    batch_id, champion, request_ids, ids, probability, decision, variant_codes, versions, source_codes
                 )
             elapsed = time.perf_counter() - t0
             ts_us = time.time_ns() // 1000
+            txn_col, card_col = ids.transactions(), ids.card_column()
             for variant, model, idx in used:
-                sel = idx.tolist()
+                whole = idx.size == n
+                take = None if whole else _pa_indices(idx)
                 rt.log(
                     Chunk(
-                        [request_ids[i] for i in sel],
+                        request_ids if take is None else request_ids.take(take),
                         ts_us,
-                        [txn_ids[i] for i in sel],
-                        [card_ids[i] for i in sel],
+                        txn_col if take is None else txn_col.take(take),
+                        card_col if take is None else card_col.take(take),
                         model.name,
                         model.version,
                         variant,
-                        probability[idx],
-                        decision[idx],
+                        probability if whole else probability[idx],
+                        decision if whole else decision[idx],
                         elapsed * 1000.0,
-                        x[idx] if idx.size != n else x,
+                        x if whole else x[idx],
                     )
                 )
                 fraud = int(decision[idx].sum())
                 m.by_variant[variant, 1].inc(fraud)
                 m.by_variant[variant, 0].inc(idx.size - fraud)
             if challenger is not None and rt.mode == "shadow":
-                rt.background(_shadow, rt, challenger, x, request_ids, txn_ids, card_ids, t0)
+                rt.background(_shadow, rt, challenger, x, request_ids, txn_col, card_col, t0)
             m.batch_latency.observe(elapsed)
             m.batch_ok.inc()
             return Response(out, media_type=ARROW_STREAM if arrow_out else JSON)
@@ -608,9 +593,7 @@ def create_app(
     return app
 
 
-def _parse_json_batch(
-    payload: Any, parser: RowParser, max_rows: int
-) -> tuple[np.ndarray, list[int | None], list[str | None], list[str | None], str | None]:
+def _parse_json_batch(payload: Any, parser: RowParser, max_rows: int) -> tuple[np.ndarray, BatchIds]:
     if type(payload) is not dict:
         raise InputError(422, "invalid_body", "the body must be a JSON object with a 'transactions' array")
     extra = sorted(k for k in payload if k not in ("transactions", "batch_id"))
@@ -643,16 +626,66 @@ def _parse_json_batch(
         cards.append(it.card_id)
         txns.append(it.transaction_id)
         rids.append(it.request_id)
-    return x, cards, txns, rids, batch_id
+    return x, ids_from_lists(cards, txns, rids, batch_id)
+
+
+def _pa_indices(idx: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    return pa.array(idx)
+
+
+def _json_batch_answer(
+    batch_id: str,
+    champion: Model,
+    request_ids: Any,
+    ids: BatchIds,
+    probability: np.ndarray,
+    decision: np.ndarray,
+    variant_codes: np.ndarray,
+    versions: tuple[str, str],
+    source_codes: np.ndarray,
+) -> bytes:
+    variants = ("champion", "challenger")
+    txns = ids.transactions().to_pylist()
+    predictions = [
+        {
+            "request_id": rid,
+            "transaction_id": txn,
+            "probability": p,
+            "decision": d,
+            "model_version": versions[v],
+            "variant": variants[v],
+            "feature_source": SOURCES[src],
+        }
+        for rid, txn, p, d, v, src in zip(
+            request_ids.to_pylist(),
+            txns,
+            probability.tolist(),
+            decision.tolist(),
+            variant_codes.tolist(),
+            source_codes.tolist(),
+            strict=True,
+        )
+    ]
+    return orjson.dumps(
+        {
+            "batch_id": batch_id,
+            "model_name": champion.name,
+            "count": len(predictions),
+            "threshold": champion.threshold,
+            "predictions": predictions,
+        }
+    )
 
 
 def _shadow(
     rt: Runtime,
     challenger: Model,
     x: np.ndarray,
-    request_ids: list[str],
-    txn_ids: list[str | None],
-    card_ids: list[int | None],
+    request_ids: Any,
+    txn_ids: Any,
+    card_ids: Any,
     t0: float,
 ) -> None:
     """Score with the challenger after the response; only the log and the metrics see it."""
@@ -660,10 +693,10 @@ def _shadow(
     d = (p >= challenger.threshold).astype(np.int8)
     rt.log(
         Chunk(
-            list(request_ids),
+            request_ids,
             time.time_ns() // 1000,
-            list(txn_ids),
-            list(card_ids),
+            txn_ids,
+            card_ids,
             challenger.name,
             challenger.version,
             "shadow",
