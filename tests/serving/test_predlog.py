@@ -111,3 +111,31 @@ def test_append_refuses_rows_of_another_width(tmp_path: Path) -> None:
     log = PredictionLog(str(tmp_path), ["a", "b"])
     with pytest.raises(ValueError, match="3 features, the log 2"):
         log.append(_chunk(1))
+
+
+def test_single_rows_and_batches_interleaved_are_all_written_once(tmp_path: Path) -> None:
+    """Single rows go into column buffers (sealed when full or at a flush), batches as chunks."""
+    import pyarrow.dataset as ds
+
+    log = PredictionLog(str(tmp_path / "log"), ["a", "b", "c"], flush_rows=8)  # buffers of 8 rows
+    expected: dict[str, tuple[str, list[float]]] = {}
+    for i in range(30):
+        variant = "challenger" if i % 3 == 0 else "champion"
+        row = np.array([i, i + 0.5, -i], dtype=np.float32)
+        log.append_row(f"s{i}", 1_700_000_000_000_000 + i, None, i, "m", "2", variant, 0.25, 0, 1.5, row)
+        expected[f"s{i}"] = (variant, row.tolist())
+        if i == 10:
+            log.append(_chunk(5, start=100))
+            expected.update({f"r{100 + j}": ("champion", [0.0, 0.0, 0.0]) for j in range(5)})
+    assert log.pending_rows == 35
+    assert log.flush() is True and log.pending_rows == 0
+    table = ds.dataset(str(tmp_path / "log"), format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 35 and len(set(table.column("request_id").to_pylist())) == 35
+    for rec in table.to_pylist():
+        variant, values = expected[rec["request_id"]]
+        assert rec["variant"] == variant and [rec["a"], rec["b"], rec["c"]] == values
+        if rec["request_id"].startswith("s"):
+            i = int(rec["request_id"][1:])
+            assert rec["card_id"] == i and rec["ts"].timestamp() == pytest.approx(1_700_000_000 + i / 1e6)
+    with pytest.raises(ValueError, match="4 features, the log 3"):
+        log.append_row("x", 0, None, None, "m", "9", "champion", 0.5, 0, 1.0, np.zeros(4, np.float32))

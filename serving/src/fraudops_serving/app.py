@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -39,8 +40,10 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from fraudops_serving import __version__
 from fraudops_serving import openapi as docs
@@ -113,11 +116,14 @@ class Runtime:
                 flush_interval_s=self.settings.log_flush_interval_s,
                 flush_rows=self.settings.log_flush_rows,
                 max_pending_rows=self.settings.log_max_pending_rows,
+                thread_nice=self.settings.log_thread_nice,
             )
             if self._started:
                 self.predlog.start()
 
     def start(self) -> None:
+        import pyarrow.ipc  # noqa: F401  # batch bodies; imported before the first request, not by it
+
         self._started = True
         if self.predlog is not None:
             self.predlog.start()
@@ -274,6 +280,11 @@ def create_app(
         rt.start()
         if background:
             manager.start()
+        # Everything loaded so far (FastAPI, NumPy, ONNX Runtime, the models) lives as long as
+        # the process: out of the collector's sight, a full collection scans only what requests
+        # made, in microseconds instead of the tens of milliseconds that showed up as p99.
+        gc.collect()
+        gc.freeze()
         log.info("predictor %s starting (source: %s)", __version__, manager.source.kind)
         try:
             yield
@@ -338,26 +349,25 @@ def create_app(
                 }
             )
             elapsed = time.perf_counter() - t0
-            ts_us = time.time_ns() // 1000
-            rows = row[None]
-            rt.log(
-                Chunk(
-                    (request_id,),
-                    ts_us,
-                    (item.transaction_id,),
-                    (item.card_id,),
+            if rt.predlog is not None:
+                rt.predlog.append_row(
+                    request_id,
+                    time.time_ns() // 1000,
+                    item.transaction_id,
+                    item.card_id,
                     model.name,
                     model.version,
                     variant,
-                    (probability,),
-                    (decision,),
+                    probability,
+                    decision,
                     elapsed * 1000.0,
-                    rows,
+                    row,
                 )
-            )
             m.by_variant[variant, decision].inc()
             if challenger is not None and rt.mode == "shadow":
-                rt.background(_shadow, rt, challenger, rows, [request_id], [item.transaction_id], [item.card_id], t0)
+                rt.background(
+                    _shadow, rt, challenger, row[None], [request_id], [item.transaction_id], [item.card_id], t0
+                )
             m.predict_latency.observe(elapsed)
             m.predict_ok.inc()
             return Response(body, media_type=JSON)
@@ -496,28 +506,36 @@ def create_app(
             m.errors.labels("predict_batch", "internal").inc()
             return _error(500, "internal", "internal error; it has been logged")
 
-    app.add_api_route(
-        "/predict",
-        predict,
-        methods=["POST"],
-        tags=["scoring"],
-        summary="Score one transaction",
-        description=docs.PREDICT,
-        responses=docs.PREDICT_RESPONSES,
-        openapi_extra=docs.body("PredictRequest", docs.PREDICT_EXAMPLES),
-        operation_id="predict",
-    )
-    app.add_api_route(
-        "/predict/batch",
-        predict_batch,
-        methods=["POST"],
-        tags=["scoring"],
-        summary="Score many transactions",
-        description=docs.BATCH,
-        responses=docs.BATCH_RESPONSES,
-        openapi_extra=docs.body("BatchRequest", docs.BATCH_EXAMPLES, arrow=True),
-        operation_id="predict_batch",
-    )
+    # The scoring routes are plain Starlette routes: FastAPI's request handling (dependency
+    # solving, an exit stack per request) costs 18 us a request, more than the model, and
+    # these handlers take the raw request anyway. Their APIRoute twins below are never
+    # mounted; they only describe the endpoints in the OpenAPI schema.
+    app.router.routes.append(Route("/predict", predict, methods=["POST"], name="predict"))
+    app.router.routes.append(Route("/predict/batch", predict_batch, methods=["POST"], name="predict_batch"))
+    described = [
+        APIRoute(
+            "/predict",
+            predict,
+            methods=["POST"],
+            tags=["scoring"],
+            summary="Score one transaction",
+            description=docs.PREDICT,
+            responses=docs.PREDICT_RESPONSES,
+            openapi_extra=docs.body("PredictRequest", docs.PREDICT_EXAMPLES),
+            operation_id="predict",
+        ),
+        APIRoute(
+            "/predict/batch",
+            predict_batch,
+            methods=["POST"],
+            tags=["scoring"],
+            summary="Score many transactions",
+            description=docs.BATCH,
+            responses=docs.BATCH_RESPONSES,
+            openapi_extra=docs.body("BatchRequest", docs.BATCH_EXAMPLES, arrow=True),
+            operation_id="predict_batch",
+        ),
+    ]
 
     # ------------------------------------------------------------------ operations
     @app.get("/health", tags=["operations"], summary="Liveness", responses=docs.HEALTH_RESPONSES, operation_id="health")
@@ -589,7 +607,7 @@ def create_app(
         }
         return _json(payload, 409 if refused else 200)
 
-    docs.install(app, rt)
+    docs.install(app, rt, described)
     return app
 
 

@@ -8,6 +8,7 @@ cached; afterwards it is built once (the feature names are pinned for the proces
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi.openapi.utils import get_openapi
@@ -17,6 +18,7 @@ from fraudops_serving.inputs import FLT_MAX, INT64_MAX, INT64_MIN, MAX_ID_LENGTH
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.routing import BaseRoute
 
     from fraudops_serving.app import Runtime
 
@@ -319,8 +321,11 @@ def examples(names: list[str] | None, online: list[str], online_enabled: bool) -
     return single, batch
 
 
-def install(app: FastAPI, rt: Runtime) -> None:
-    """Replace ``app.openapi`` by a builder that knows the served feature names."""
+def install(app: FastAPI, rt: Runtime, described: Sequence[BaseRoute] = ()) -> None:
+    """Replace ``app.openapi`` by a builder that knows the served feature names.
+
+    ``described``: routes documented in the schema but served by other (plain) routes.
+    """
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -329,7 +334,11 @@ def install(app: FastAPI, rt: Runtime) -> None:
         names = list(parser.names) if parser is not None else None
         online = list(rt.settings.online_features)
         schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes, tags=app.openapi_tags
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=[*described, *app.routes],
+            tags=app.openapi_tags,
         )
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {}).update(request_schemas(names, online, rt.settings.online_enabled))

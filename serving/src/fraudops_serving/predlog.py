@@ -21,6 +21,7 @@ never sees a half-written file.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -79,7 +80,7 @@ class Chunk:
     """
 
     request_ids: Sequence[str] | pa.Array
-    ts_us: int
+    ts_us: int | np.ndarray  # one time for the chunk, or one per row
     transaction_ids: Sequence[str | None] | pa.Array
     card_ids: Sequence[int | None] | pa.Array
     model_name: str
@@ -87,7 +88,7 @@ class Chunk:
     variant: str
     probability: Any  # float32 array or list
     decision: Any  # int8 array or list
-    latency_ms: float
+    latency_ms: float | np.ndarray  # one for the chunk, or one per row
     features: np.ndarray  # [rows, n_features] float32
 
     @property
@@ -159,9 +160,14 @@ def _table(chunks: list[Chunk], feature_names: Sequence[str]) -> pa.Table:
     schema = log_schema(feature_names)
     k = len(chunks)
     counts = np.fromiter((c.rows for c in chunks), np.int64, k)
-    ts = np.repeat(np.fromiter((c.ts_us for c in chunks), np.int64, k), counts)
-    latency = np.repeat(np.fromiter((c.latency_ms for c in chunks), np.float32, k), counts)
     total = int(counts.sum())
+    ts = np.empty(total, dtype=np.int64)
+    latency = np.empty(total, dtype=np.float32)
+    pos = 0
+    for c, n in zip(chunks, counts.tolist(), strict=True):
+        ts[pos : pos + n] = c.ts_us
+        latency[pos : pos + n] = c.latency_ms
+        pos += n
     if total < 8 * k:  # mostly single rows (/predict): C-level loops over the chunks
         probability = np.fromiter(chain.from_iterable(c.probability for c in chunks), np.float32, total)
         decision = np.fromiter(chain.from_iterable(c.decision for c in chunks), np.int8, total)
@@ -195,6 +201,47 @@ def _table(chunks: list[Chunk], feature_names: Sequence[str]) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+class _Rows:
+    """Single rows of one model and variant, written into preallocated columns.
+
+    ``/predict`` logs one row per request; a chunk object per row would leave the
+    flushing thread thousands of tiny arrays to stitch together while it holds the
+    interpreter. Rows go straight into column buffers instead, sealed into one chunk
+    when full or at a flush.
+    """
+
+    __slots__ = ("cards", "decision", "features", "key", "latency", "n", "probability", "request_ids", "ts", "txns")
+
+    def __init__(self, key: tuple[str, str, str], capacity: int, width: int) -> None:
+        self.key = key
+        self.features = np.empty((capacity, width), dtype=np.float32)
+        self.probability = np.empty(capacity, dtype=np.float32)
+        self.decision = np.empty(capacity, dtype=np.int8)
+        self.ts = np.empty(capacity, dtype=np.int64)
+        self.latency = np.empty(capacity, dtype=np.float32)
+        self.request_ids: list[str] = []
+        self.txns: list[str | None] = []
+        self.cards: list[int | None] = []
+        self.n = 0
+
+    def seal(self) -> Chunk:
+        n = self.n
+        name, version, variant = self.key
+        return Chunk(
+            self.request_ids,
+            self.ts[:n],
+            self.txns,
+            self.cards,
+            name,
+            version,
+            variant,
+            self.probability[:n],
+            self.decision[:n],
+            self.latency[:n],
+            self.features[:n],
+        )
+
+
 class PredictionLog:
     """Buffered, non-blocking writer of the prediction log."""
 
@@ -207,6 +254,7 @@ class PredictionLog:
         flush_interval_s: float = 5.0,
         flush_rows: int = 20_000,
         max_pending_rows: int = 2_000_000,
+        thread_nice: int = 10,
     ) -> None:
         self.root = root
         self.feature_names = tuple(feature_names)
@@ -214,7 +262,10 @@ class PredictionLog:
         self.flush_interval_s = flush_interval_s
         self.flush_rows = flush_rows
         self.max_pending_rows = max_pending_rows
+        self.thread_nice = thread_nice
         self._chunks: list[Chunk] = []
+        self._rows: dict[tuple[str, str, str], _Rows] = {}
+        self._row_capacity = max(1, min(flush_rows, 4096))
         self._pending = 0
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one flush at a time (thread and close())
@@ -238,18 +289,81 @@ class PredictionLog:
         if pending >= self.flush_rows:
             self._wake.set()
 
+    def append_row(
+        self,
+        request_id: str,
+        ts_us: int,
+        transaction_id: str | None,
+        card_id: int | None,
+        model_name: str,
+        model_version: str,
+        variant: str,
+        probability: float,
+        decision: int,
+        latency_ms: float,
+        row: np.ndarray,
+    ) -> None:
+        """Queue one scored row (``/predict``): copied into the open column buffers."""
+        key = (model_name, model_version, variant)
+        with self._lock:
+            rows = self._rows.get(key)
+            if rows is None:
+                if row.shape[-1] != len(self.feature_names):
+                    raise ValueError(f"log rows have {row.shape[-1]} features, the log {len(self.feature_names)}")
+                rows = self._rows[key] = _Rows(key, self._row_capacity, len(self.feature_names))
+            i = rows.n
+            rows.features[i] = row
+            rows.probability[i] = probability
+            rows.decision[i] = decision
+            rows.ts[i] = ts_us
+            rows.latency[i] = latency_ms
+            rows.request_ids.append(request_id)
+            rows.txns.append(transaction_id)
+            rows.cards.append(card_id)
+            rows.n = i + 1
+            if rows.n == self._row_capacity:
+                self._chunks.append(rows.seal())
+                del self._rows[key]
+            self._pending += 1
+            pending = self._pending
+        if pending >= self.flush_rows:
+            self._wake.set()
+
+    def _take(self) -> list[Chunk]:
+        """Everything queued, open row buffers sealed (call with the lock held)."""
+        chunks = self._chunks
+        chunks += [rows.seal() for rows in self._rows.values() if rows.n]
+        self._chunks, self._rows = [], {}
+        return chunks
+
     @property
     def pending_rows(self) -> int:
         return self._pending
 
     # ------------------------------------------------------------------ background
     def start(self) -> None:
-        """Start the flushing thread."""
+        """Start the flushing thread.
+
+        PyArrow's Parquet writer is imported here, at start-up: imported by the first
+        flush it would hold the interpreter for half a second while requests wait.
+        """
+        import pyarrow.compute
+        import pyarrow.fs
+        import pyarrow.parquet  # noqa: F401
+
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
+        if self.thread_nice and hasattr(os, "setpriority"):
+            # Lower this thread's CPU priority only (on Linux a thread id names one thread):
+            # a flush writes megabytes, and requests arriving meanwhile should not queue
+            # behind it on the core they share. It still gets its share when the core is busy.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.thread_nice)
+            except OSError as exc:
+                log.warning("prediction log: could not lower the flushing thread's priority: %s", exc)
         backoff = self.flush_interval_s
         while not self._stop.is_set():
             self._wake.wait(timeout=backoff)
@@ -263,7 +377,7 @@ class PredictionLog:
         """Write everything pending now; False when the sink failed (the rows stay queued)."""
         with self._write_lock:
             with self._lock:
-                chunks, self._chunks = self._chunks, []
+                chunks = self._take()
                 self._pending = 0
             if self.metrics is not None:
                 self.metrics.log_pending.set(0)

@@ -121,6 +121,9 @@ class ServingSettings(BaseSettings):
     log_flush_interval_s: float = Field(default=5.0, gt=0)
     log_flush_rows: int = Field(default=20_000, ge=1)
     log_max_pending_rows: int = Field(default=2_000_000, ge=1)
+    # The flushing thread's niceness (Linux): above the request threads' 0, so that the
+    # scheduler lets requests preempt a flush; 0 turns it off.
+    log_thread_nice: int = Field(default=10, ge=0, le=19)
 
     # ---- inference
     device: Device = "cpu"
