@@ -510,8 +510,11 @@ def create_app(
     # solving, an exit stack per request) costs 18 us a request, more than the model, and
     # these handlers take the raw request anyway. Their APIRoute twins below are never
     # mounted; they only describe the endpoints in the OpenAPI schema.
-    app.router.routes.append(Route("/predict", predict, methods=["POST"], name="predict"))
-    app.router.routes.append(Route("/predict/batch", predict_batch, methods=["POST"], name="predict_batch"))
+    # First in the table: a request walks the routes in order until one matches.
+    app.router.routes[:0] = [
+        Route("/predict", predict, methods=["POST"], name="predict"),
+        Route("/predict/batch", predict_batch, methods=["POST"], name="predict_batch"),
+    ]
     described = [
         APIRoute(
             "/predict",
