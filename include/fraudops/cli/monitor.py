@@ -24,22 +24,14 @@ def _day(value: str) -> date:
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    from fraudops.monitoring.summary import headline
+
     drift = summary.get("drift") or {}
-    target = summary.get("target") or {}
-    quality = (summary.get("quality") or {}).get("overall") or {}
     return {
-        "date": summary.get("date"),
-        "status": summary.get("status"),
-        "n_rows": summary.get("n_rows"),
-        "model_version": summary.get("model_version"),
-        "drift_share": drift.get("drift_share"),
-        "n_drifted": drift.get("n_drifted"),
-        "n_features": drift.get("n_features"),
+        **headline(summary),
         "dataset_drift": drift.get("dataset_drift", False),
         "top_drifted": drift.get("top_drifted", [])[:5],
-        "score_psi": (summary.get("prediction") or {}).get("psi"),
-        "target_drift": target.get("drifted"),
-        "auc_roc": quality.get("auc_roc"),
+        "target_drift": (summary.get("target") or {}).get("drifted"),
         "alert_reasons": summary.get("alert_reasons", []),
         "alert": summary.get("alert"),
         "report": (summary.get("report") or {}).get("path"),

@@ -63,21 +63,14 @@ def optional_variable(key: str) -> str | None:
 
 def brief(summary: Mapping[str, Any]) -> dict[str, Any]:
     """What an operator reads first in a day's drift summary."""
+    from fraudops.monitoring.summary import headline  # at run time: DAG files parse with orchestration only
+
     drift = summary.get("drift") or {}
-    quality = (summary.get("quality") or {}).get("overall") or {}
     alert = summary.get("alert")
     return {
-        "date": summary.get("date"),
-        "status": summary.get("status"),
-        "n_rows": summary.get("n_rows"),
-        "model_version": summary.get("model_version"),
-        "drift_share": drift.get("drift_share"),
-        "n_drifted": drift.get("n_drifted"),
-        "n_features": drift.get("n_features"),
+        **headline(summary),
         "dataset_drift": bool(drift.get("dataset_drift", False)),
         "top_drifted": [t.get("feature") for t in drift.get("top_drifted", [])[:5]],
-        "score_psi": (summary.get("prediction") or {}).get("psi"),
-        "auc_roc": quality.get("auc_roc"),
         "alert_reasons": list(summary.get("alert_reasons") or []),
         "alert_delivered": None if alert is None else bool(alert.get("delivered")),
         "alert_error": None if alert is None else alert.get("error"),

@@ -33,7 +33,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 _BUCKETS = 1 << 32
+VARIANT_CODES = ("champion", "challenger")  # variant code 0, 1 of a batch's rows
 _UNSCORABLE = (
     "the model gives no finite probability for these features (values far outside the training range "
     "overflow inside the graph); check the units and magnitudes of the features"
@@ -150,6 +151,17 @@ class Runtime:
             await asyncio.to_thread(self.predlog.close, self.settings.graceful_timeout_s)
         if self.online is not None:
             await self.online.close()
+
+    # ---------------------------------------------------------------- admission
+    def admit(self, request: Request) -> tuple[Served, Model, RowParser]:
+        """What a scoring request is served with; 401 without a valid key, 503 before a model is loaded."""
+        if self.scoring_keys is not None and not self.scoring_keys.accepts(presented_key(request.headers)):
+            raise InputError(401, "unauthorized", "a valid API key is required (header X-API-Key)")
+        served = self.manager.served
+        champion = served.champion
+        if champion is None or self.parser is None:
+            raise InputError(503, "not_ready", f"no model loaded: {self.manager.not_ready_reason}")
+        return served, champion, self.parser
 
     # ---------------------------------------------------------------- routing
     def goes_to_challenger(self, card_id: int | None, request_id: str) -> bool:
@@ -305,220 +317,188 @@ def create_app(
     # ------------------------------------------------------------------ scoring
     async def predict(request: Request) -> Response:
         t0 = time.perf_counter()
-        try:
-            if rt.scoring_keys is not None and not rt.scoring_keys.accepts(presented_key(request.headers)):
-                raise InputError(401, "unauthorized", "a valid API key is required (header X-API-Key)")
-            served = manager.served
-            champion = served.champion
-            parser = rt.parser
-            if champion is None or parser is None:
-                raise InputError(503, "not_ready", f"no model loaded: {manager.not_ready_reason}")
-            _check_json(request)
-            payload = _loads(await _read_body(request, settings.max_body_bytes))
-            item = parser.item(payload)
-            request_id = item.request_id or os.urandom(16).hex()
-            model, variant = champion, "champion"
-            challenger = served.challenger
-            if challenger is not None and rt.mode == "canary" and rt.goes_to_challenger(item.card_id, request_id):
-                model, variant = challenger, "challenger"
-            row = item.row
-            source = "request"
-            if item.needs_online:
-                x = row.reshape(1, -1)
-                source = (await rt.fill_online(x, [item.card_id], [0], champion))[0]
-            if rt.inline_max_rows >= 1:
-                np.copyto(model.buffer[0], row)
-                probability = model.predict_one()
-            else:
-                probability = float(
-                    (await asyncio.get_running_loop().run_in_executor(rt.executor, model.predict, row[None]))[0]
-                )
-            if not 0.0 <= probability <= 1.0:  # NaN too: extreme inputs can overflow inside the graph
-                raise InputError(422, "unscorable_input", _UNSCORABLE)
-            decision = 1 if probability >= model.threshold else 0
-            body = orjson.dumps(
-                {
-                    "request_id": request_id,
-                    "probability": probability,
-                    "decision": decision,
-                    "threshold": model.threshold,
-                    "model_name": model.name,
-                    "model_version": model.version,
-                    "variant": variant,
-                    "feature_source": source,
-                }
+        served, champion, parser = rt.admit(request)
+        _check_json(request)
+        payload = _loads(await _read_body(request, settings.max_body_bytes))
+        item = parser.item(payload)
+        request_id = item.request_id or os.urandom(16).hex()
+        model, variant = champion, "champion"
+        challenger = served.challenger
+        if challenger is not None and rt.mode == "canary" and rt.goes_to_challenger(item.card_id, request_id):
+            model, variant = challenger, "challenger"
+        row = item.row
+        source = "request"
+        if item.needs_online:
+            x = row.reshape(1, -1)
+            source = (await rt.fill_online(x, [item.card_id], [0], champion))[0]
+        if rt.inline_max_rows >= 1:
+            np.copyto(model.buffer[0], row)
+            probability = model.predict_one()
+        else:
+            probability = float(
+                (await asyncio.get_running_loop().run_in_executor(rt.executor, model.predict, row[None]))[0]
             )
-            elapsed = time.perf_counter() - t0
-            if rt.predlog is not None:
-                rt.predlog.append_row(
-                    request_id,
-                    time.time_ns() // 1000,
-                    item.transaction_id,
-                    item.card_id,
-                    model.name,
-                    model.version,
-                    variant,
-                    probability,
-                    decision,
-                    elapsed * 1000.0,
-                    row,
-                )
-            m.by_variant[variant, decision].inc()
-            if challenger is not None and rt.mode == "shadow":
-                rt.background(
-                    _shadow, rt, challenger, row[None], [request_id], [item.transaction_id], [item.card_id], t0
-                )
-            m.predict_latency.observe(elapsed)
-            m.predict_ok.inc()
-            return Response(body, media_type=JSON)
-        except InputError as exc:
-            m.requests.labels("predict", str(exc.status)).inc()
-            m.errors.labels("predict", exc.code).inc()
-            return _error(exc.status, exc.code, exc.message)
-        except Exception:
-            log.exception("predict failed")
-            m.requests.labels("predict", "500").inc()
-            m.errors.labels("predict", "internal").inc()
-            return _error(500, "internal", "internal error; it has been logged")
+        if not 0.0 <= probability <= 1.0:  # NaN too: extreme inputs can overflow inside the graph
+            raise InputError(422, "unscorable_input", _UNSCORABLE)
+        decision = 1 if probability >= model.threshold else 0
+        body = orjson.dumps(
+            {
+                "request_id": request_id,
+                "probability": probability,
+                "decision": decision,
+                "threshold": model.threshold,
+                "model_name": model.name,
+                "model_version": model.version,
+                "variant": variant,
+                "feature_source": source,
+            }
+        )
+        elapsed = time.perf_counter() - t0
+        if rt.predlog is not None:
+            rt.predlog.append_row(
+                request_id,
+                time.time_ns() // 1000,
+                item.transaction_id,
+                item.card_id,
+                model.name,
+                model.version,
+                variant,
+                probability,
+                decision,
+                elapsed * 1000.0,
+                row,
+            )
+        m.by_variant[variant, decision].inc()
+        if challenger is not None and rt.mode == "shadow":
+            rt.background(_shadow, rt, challenger, row[None], [request_id], [item.transaction_id], [item.card_id], t0)
+        m.predict_latency.observe(elapsed)
+        m.predict_ok.inc()
+        return Response(body, media_type=JSON)
 
     async def predict_batch(request: Request) -> Response:
         t0 = time.perf_counter()
-        try:
-            if rt.scoring_keys is not None and not rt.scoring_keys.accepts(presented_key(request.headers)):
-                raise InputError(401, "unauthorized", "a valid API key is required (header X-API-Key)")
-            served = manager.served
-            champion = served.champion
-            parser = rt.parser
-            if champion is None or parser is None:
-                raise InputError(503, "not_ready", f"no model loaded: {manager.not_ready_reason}")
-            ctype = (request.headers.get("content-type") or JSON).lower()
-            body = await _read_body(request, settings.max_body_bytes)
-            if ARROW_STREAM in ctype:
-                from fraudops_serving.arrow import parse_arrow_batch
+        import pyarrow as pa  # imported at start-up (Runtime.start): a dictionary lookup here
 
-                x, ids = parse_arrow_batch(body, parser, settings.max_batch_rows)
-            elif "json" in ctype:
-                x, ids = _parse_json_batch(_loads(body), parser, settings.max_batch_rows)
-            else:
-                raise InputError(415, "unsupported_media_type", f"send {JSON} or {ARROW_STREAM}, not {ctype[:80]!r}")
-            n = x.shape[0]
-            batch_id = ids.batch_id or uuid.uuid4().hex
-            request_ids = ids.filled_request_ids(batch_id)
-            card_ids: list[int | None] | None = None  # Python values only where a per-row decision needs them
-            source_codes = np.zeros(n, dtype=np.int8)
-            if parser.online_enabled and parser.online_idx.size:
-                rows = np.flatnonzero(np.isnan(x[:, parser.online_idx]).any(axis=1)).tolist()
-                if rows:
-                    card_ids = ids.cards()
-                    sources = await rt.fill_online(x, card_ids, rows, champion)
-                    source_codes[rows] = [SOURCES.index(src) for src in sources]
-            challenger = served.challenger
-            to_chal = np.zeros(n, dtype=bool)
-            if challenger is not None and rt.mode == "canary" and rt.share > 0:
-                card_ids = card_ids if card_ids is not None else ids.cards()
-                to_chal = np.fromiter(
-                    (rt.goes_to_challenger(c, r) for c, r in zip(card_ids, request_ids.to_pylist(), strict=True)),
-                    dtype=bool,
-                    count=n,
-                )
-            probability = np.empty(n, dtype=np.float32)
-            decision = np.empty(n, dtype=np.int8)
-            groups = [("champion", champion, ~to_chal)]
-            if to_chal.any():
-                groups.append(("challenger", challenger, to_chal))  # type: ignore[arg-type]
-            loop = asyncio.get_running_loop()
-            used: list[tuple[str, Model, np.ndarray]] = []
-            for variant, model, mask in groups:
-                idx = np.flatnonzero(mask)
-                if idx.size == 0:
-                    continue
-                xs = x if idx.size == n else x[idx]
-                if idx.size <= rt.inline_max_rows:
-                    p = model.predict(xs)
-                else:
-                    p = await loop.run_in_executor(rt.executor, model.predict, xs)
-                bad = ~((p >= 0.0) & (p <= 1.0))
-                if bad.any():
-                    rows_bad = ", ".join(f"transactions[{i}]" for i in idx[bad][:5].tolist())
-                    raise InputError(422, "unscorable_input", f"{rows_bad}: {_UNSCORABLE}")
-                probability[idx] = p
-                decision[idx] = p >= model.threshold
-                used.append((variant, model, idx))
-            variants = ("champion", "challenger")
-            versions = (champion.version, challenger.version if challenger is not None else champion.version)
-            variant_codes = to_chal.astype(np.int8)
-            arrow_out = ARROW_STREAM in (request.headers.get("accept") or "")
-            if arrow_out:
-                from fraudops_serving.arrow import arrow_response
+        served, champion, parser = rt.admit(request)
+        ctype = (request.headers.get("content-type") or JSON).lower()
+        body = await _read_body(request, settings.max_body_bytes)
+        if ARROW_STREAM in ctype:
+            from fraudops_serving.arrow import parse_arrow_batch
 
-                meta = {"batch_id": batch_id, "model_name": champion.name, "threshold": str(champion.threshold)}
-                out = arrow_response(
-                    request_ids,
-                    ids.transactions(),
-                    probability,
-                    decision,
-                    variant_codes,
-                    variants,
-                    versions,
-                    source_codes,
-                    meta,
-                )
+            x, ids = parse_arrow_batch(body, parser, settings.max_batch_rows)
+        elif "json" in ctype:
+            x, ids = _parse_json_batch(_loads(body), parser, settings.max_batch_rows)
+        else:
+            raise InputError(415, "unsupported_media_type", f"send {JSON} or {ARROW_STREAM}, not {ctype[:80]!r}")
+        n = x.shape[0]
+        batch_id = ids.batch_id or uuid.uuid4().hex
+        request_ids = ids.filled_request_ids(batch_id)
+        card_ids: list[int | None] | None = None  # Python values only where a per-row decision needs them
+        source_codes = np.zeros(n, dtype=np.int8)
+        if parser.online_enabled and parser.online_idx.size:
+            rows = np.flatnonzero(np.isnan(x[:, parser.online_idx]).any(axis=1)).tolist()
+            if rows:
+                card_ids = ids.cards()
+                sources = await rt.fill_online(x, card_ids, rows, champion)
+                source_codes[rows] = [SOURCES.index(src) for src in sources]
+        challenger = served.challenger
+        to_chal = np.zeros(n, dtype=bool)
+        if challenger is not None and rt.mode == "canary" and rt.share > 0:
+            card_ids = card_ids if card_ids is not None else ids.cards()
+            to_chal = np.fromiter(
+                (rt.goes_to_challenger(c, r) for c, r in zip(card_ids, request_ids.to_pylist(), strict=True)),
+                dtype=bool,
+                count=n,
+            )
+        probability = np.empty(n, dtype=np.float32)
+        decision = np.empty(n, dtype=np.int8)
+        groups = [("champion", champion, ~to_chal)]
+        if to_chal.any():
+            groups.append(("challenger", challenger, to_chal))  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        used: list[tuple[str, Model, np.ndarray]] = []
+        for variant, model, mask in groups:
+            idx = np.flatnonzero(mask)
+            if idx.size == 0:
+                continue
+            xs = x if idx.size == n else x[idx]
+            if idx.size <= rt.inline_max_rows:
+                p = model.predict(xs)
             else:
-                out = _json_batch_answer(
-                    batch_id, champion, request_ids, ids, probability, decision, variant_codes, versions, source_codes
+                p = await loop.run_in_executor(rt.executor, model.predict, xs)
+            bad = ~((p >= 0.0) & (p <= 1.0))
+            if bad.any():
+                rows_bad = ", ".join(f"transactions[{i}]" for i in idx[bad][:5].tolist())
+                raise InputError(422, "unscorable_input", f"{rows_bad}: {_UNSCORABLE}")
+            probability[idx] = p
+            decision[idx] = p >= model.threshold
+            used.append((variant, model, idx))
+        versions = (champion.version, challenger.version if challenger is not None else champion.version)
+        variant_codes = to_chal.astype(np.int8)
+        arrow_out = ARROW_STREAM in (request.headers.get("accept") or "")
+        if arrow_out:
+            from fraudops_serving.arrow import arrow_response
+
+            meta = {"batch_id": batch_id, "model_name": champion.name, "threshold": str(champion.threshold)}
+            out = arrow_response(
+                request_ids,
+                ids.transactions(),
+                probability,
+                decision,
+                variant_codes,
+                VARIANT_CODES,
+                versions,
+                source_codes,
+                meta,
+            )
+        else:
+            out = _json_batch_answer(
+                batch_id, champion, request_ids, ids, probability, decision, variant_codes, versions, source_codes
+            )
+        elapsed = time.perf_counter() - t0
+        ts_us = time.time_ns() // 1000
+        txn_col, card_col = ids.transactions(), ids.card_column()
+        for variant, model, idx in used:
+            whole = idx.size == n
+            take = None if whole else pa.array(idx)
+            rt.log(
+                Chunk(
+                    request_ids if take is None else request_ids.take(take),
+                    ts_us,
+                    txn_col if take is None else txn_col.take(take),
+                    card_col if take is None else card_col.take(take),
+                    model.name,
+                    model.version,
+                    variant,
+                    probability if whole else probability[idx],
+                    decision if whole else decision[idx],
+                    elapsed * 1000.0,
+                    x if whole else x[idx],
                 )
-            elapsed = time.perf_counter() - t0
-            ts_us = time.time_ns() // 1000
-            txn_col, card_col = ids.transactions(), ids.card_column()
-            for variant, model, idx in used:
-                whole = idx.size == n
-                take = None if whole else _pa_indices(idx)
-                rt.log(
-                    Chunk(
-                        request_ids if take is None else request_ids.take(take),
-                        ts_us,
-                        txn_col if take is None else txn_col.take(take),
-                        card_col if take is None else card_col.take(take),
-                        model.name,
-                        model.version,
-                        variant,
-                        probability if whole else probability[idx],
-                        decision if whole else decision[idx],
-                        elapsed * 1000.0,
-                        x if whole else x[idx],
-                    )
-                )
-                fraud = int(decision[idx].sum())
-                m.by_variant[variant, 1].inc(fraud)
-                m.by_variant[variant, 0].inc(idx.size - fraud)
-            if challenger is not None and rt.mode == "shadow":
-                rt.background(_shadow, rt, challenger, x, request_ids, txn_col, card_col, t0)
-            m.batch_latency.observe(elapsed)
-            m.batch_ok.inc()
-            return Response(out, media_type=ARROW_STREAM if arrow_out else JSON)
-        except InputError as exc:
-            m.requests.labels("predict_batch", str(exc.status)).inc()
-            m.errors.labels("predict_batch", exc.code).inc()
-            return _error(exc.status, exc.code, exc.message)
-        except Exception:
-            log.exception("batch predict failed")
-            m.requests.labels("predict_batch", "500").inc()
-            m.errors.labels("predict_batch", "internal").inc()
-            return _error(500, "internal", "internal error; it has been logged")
+            )
+            fraud = int(decision[idx].sum())
+            m.by_variant[variant, 1].inc(fraud)
+            m.by_variant[variant, 0].inc(idx.size - fraud)
+        if challenger is not None and rt.mode == "shadow":
+            rt.background(_shadow, rt, challenger, x, request_ids, txn_col, card_col, t0)
+        m.batch_latency.observe(elapsed)
+        m.batch_ok.inc()
+        return Response(out, media_type=ARROW_STREAM if arrow_out else JSON)
 
     # The scoring routes are plain Starlette routes: FastAPI's request handling (dependency
     # solving, an exit stack per request) costs 18 us a request, more than the model, and
     # these handlers take the raw request anyway. Their APIRoute twins below are never
     # mounted; they only describe the endpoints in the OpenAPI schema.
     # First in the table: a request walks the routes in order until one matches.
+    score_one, score_batch = _guarded("predict", predict, m), _guarded("predict_batch", predict_batch, m)
     app.router.routes[:0] = [
-        Route("/predict", predict, methods=["POST"], name="predict"),
-        Route("/predict/batch", predict_batch, methods=["POST"], name="predict_batch"),
+        Route("/predict", score_one, methods=["POST"], name="predict"),
+        Route("/predict/batch", score_batch, methods=["POST"], name="predict_batch"),
     ]
     described = [
         APIRoute(
             "/predict",
-            predict,
+            score_one,
             methods=["POST"],
             tags=["scoring"],
             summary="Score one transaction",
@@ -529,7 +509,7 @@ def create_app(
         ),
         APIRoute(
             "/predict/batch",
-            predict_batch,
+            score_batch,
             methods=["POST"],
             tags=["scoring"],
             summary="Score many transactions",
@@ -614,6 +594,29 @@ def create_app(
     return app
 
 
+def _guarded(
+    endpoint: str, handler: Callable[[Request], Awaitable[Response]], m: Metrics
+) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` answering every refusal with its 4xx and anything unexpected with a logged 500, counted."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except InputError as exc:
+            m.requests.labels(endpoint, str(exc.status)).inc()
+            m.errors.labels(endpoint, exc.code).inc()
+            return _error(exc.status, exc.code, exc.message)
+        except Exception:
+            log.exception("%s failed", endpoint)
+            m.requests.labels(endpoint, "500").inc()
+            m.errors.labels(endpoint, "internal").inc()
+            return _error(500, "internal", "internal error; it has been logged")
+
+    guarded.__name__ = guarded.__qualname__ = handler.__name__
+    guarded.__doc__ = handler.__doc__
+    return guarded
+
+
 def _parse_json_batch(payload: Any, parser: RowParser, max_rows: int) -> tuple[np.ndarray, BatchIds]:
     if type(payload) is not dict:
         raise InputError(422, "invalid_body", "the body must be a JSON object with a 'transactions' array")
@@ -650,12 +653,6 @@ def _parse_json_batch(payload: Any, parser: RowParser, max_rows: int) -> tuple[n
     return x, ids_from_lists(cards, txns, rids, batch_id)
 
 
-def _pa_indices(idx: np.ndarray) -> Any:
-    import pyarrow as pa
-
-    return pa.array(idx)
-
-
 def _json_batch_answer(
     batch_id: str,
     champion: Model,
@@ -667,7 +664,6 @@ def _json_batch_answer(
     versions: tuple[str, str],
     source_codes: np.ndarray,
 ) -> bytes:
-    variants = ("champion", "challenger")
     txns = ids.transactions().to_pylist()
     predictions = [
         {
@@ -676,7 +672,7 @@ def _json_batch_answer(
             "probability": p,
             "decision": d,
             "model_version": versions[v],
-            "variant": variants[v],
+            "variant": VARIANT_CODES[v],
             "feature_source": SOURCES[src],
         }
         for rid, txn, p, d, v, src in zip(

@@ -139,6 +139,18 @@ def parse_arrow_batch(body: bytes, parser: RowParser, max_rows: int) -> tuple[np
 _BLOCK_ROWS = 64
 
 
+def copy_rows(dst: np.ndarray, src: np.ndarray, at: int = 0) -> None:
+    """``dst[at : at + len(src)] = src`` in blocks of rows that stay in cache.
+
+    When ``dst`` and ``src`` differ in memory order (row-major and column-major), a plain
+    assignment is a transposition that misses the cache on every value: ten times slower
+    than copying 64 rows at a time.
+    """
+    for s in range(0, src.shape[0], _BLOCK_ROWS):
+        block = src[s : s + _BLOCK_ROWS]
+        dst[at + s : at + s + block.shape[0]] = block
+
+
 def _strided_matrix(body: bytes, base: int, columns: list[Any], n: int) -> np.ndarray | None:
     """The fast path: float32 columns without nulls, at equal distances in the body.
 
@@ -169,8 +181,7 @@ def _strided_matrix(body: bytes, base: int, columns: list[Any], n: int) -> np.nd
         return None
     view = np.ndarray((n, len(columns)), dtype=np.float32, buffer=body, offset=start, strides=(4, stride))
     x = np.empty((n, len(columns)), dtype=np.float32)
-    for s in range(0, n, _BLOCK_ROWS):
-        x[s : s + _BLOCK_ROWS] = view[s : s + _BLOCK_ROWS]
+    copy_rows(x, view)
     return x
 
 
