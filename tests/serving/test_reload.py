@@ -65,6 +65,28 @@ def test_refresh_swaps_in_a_new_bundle_and_refuses_a_corrupt_one(
     assert [h["action"] for h in m.describe()["history"]] == ["swapped", "refused", "swapped"]
 
 
+def test_listeners_prepare_for_a_new_model_before_requests_can_see_it(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The predictor builds its parser and prediction log in a listener: a request that meets
+    the new model must find them ready, so a listener runs before the swap is published."""
+    served = tmp_path / "served"
+    publish(make_bundle("1"), served)
+    m = _manager(tmp_path, served)
+    seen: list[tuple[str | None, str | None]] = []
+
+    def listener(new: Any) -> None:
+        visible = m.served.champion
+        seen.append((new.champion.version, visible.version if visible is not None else None))
+
+    m.on_swap(listener)
+    m.refresh()
+    publish(make_bundle("2"), served)
+    m.refresh()
+    assert seen == [("1", None), ("2", "1")]
+    assert m.served.champion is not None and m.served.champion.version == "2"
+
+
 def test_a_new_champion_with_other_features_is_refused(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
     from fraudops_serving.devtools import write_bundle
 

@@ -92,7 +92,7 @@ class ModelManager:
         return self.served.champion is not None
 
     def on_swap(self, callback: Any) -> None:
-        """Call ``callback(served)`` after each swap (on the refreshing thread)."""
+        """Call ``callback(served)`` at each swap, just before it is published (on the refreshing thread)."""
         self._listeners.append(callback)
 
     # ------------------------------------------------------------------ refresh
@@ -143,12 +143,15 @@ class ModelManager:
             outcomes.append(chal_out)
 
         if changed:
-            self.served = Served(champion, challenger, keys)  # the atomic swap
+            served = Served(champion, challenger, keys)
+            # Listeners prepare for the new models (the request parser, the prediction log)
+            # before any request can see them: a row scored by a model is always logged.
+            for callback in self._listeners:
+                callback(served)
+            self.served = served  # the atomic swap
             self.not_ready_reason = "" if champion is not None else self.not_ready_reason
             if self.metrics is not None:
-                self.metrics.set_served(self.served.variants())
-            for callback in self._listeners:
-                callback(self.served)
+                self.metrics.set_served(served.variants())
         self.last_refresh = time.time()
         for out in outcomes:
             if out.action in ("swapped", "refused", "removed"):  # changes of state, not every poll
