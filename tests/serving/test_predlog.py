@@ -139,3 +139,43 @@ def test_single_rows_and_batches_interleaved_are_all_written_once(tmp_path: Path
             assert rec["card_id"] == i and rec["ts"].timestamp() == pytest.approx(1_700_000_000 + i / 1e6)
     with pytest.raises(ValueError, match="4 features, the log 3"):
         log.append_row("x", 0, None, None, "m", "9", "champion", 0.5, 0, 1.0, np.zeros(4, np.float32))
+
+
+def test_micro_batches_fill_the_column_buffers_across_their_ends(tmp_path: Path) -> None:
+    """``append_rows`` (a micro-batch of /predict) splits a batch over full buffers, in order."""
+    import pyarrow.dataset as ds
+
+    log = PredictionLog(str(tmp_path / "log"), ["a", "b"], flush_rows=8)  # buffers of 8 rows
+    ids: list[str] = []
+    start = 0
+    for k in (3, 7, 1, 12, 5):  # crosses the 8-row boundary several times, once by more than a buffer
+        x = np.column_stack([np.arange(start, start + k), -np.arange(start, start + k)]).astype(np.float32)
+        batch_ids = [f"m{i}" for i in range(start, start + k)]
+        log.append_rows(
+            batch_ids,
+            1_700_000_000_000_000,
+            [f"t{i}" for i in range(start, start + k)],
+            list(range(start, start + k)),
+            "m",
+            "4",
+            "champion",
+            np.full(k, 0.75, np.float32),
+            np.ones(k, np.int8),
+            np.full(k, 2.0),
+            x,
+        )
+        ids += batch_ids
+        start += k
+    assert log.pending_rows == 28
+    assert log.flush() is True
+    table = ds.dataset(str(tmp_path / "log"), format="parquet", partitioning="hive").to_table()
+    got = sorted(table.to_pylist(), key=lambda r: r["card_id"])
+    assert [r["request_id"] for r in got] == ids
+    assert all(r["a"] == i and r["b"] == -i and r["transaction_id"] == f"t{i}" for i, r in enumerate(got))
+    assert {(r["probability"], r["decision"], r["latency_ms"], r["model_version"]) for r in got} == {
+        (0.75, 1, 2.0, "4")
+    }
+    with pytest.raises(ValueError, match="3 features, the log 2"):
+        log.append_rows(
+            ["x"], 0, [None], [None], "m", "4", "champion", np.ones(1), np.ones(1), np.ones(1), np.ones((1, 3))
+        )

@@ -41,7 +41,7 @@ import numpy as np
 import orjson
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -49,6 +49,8 @@ from fraudops_serving import __version__
 from fraudops_serving import openapi as docs
 from fraudops_serving.arrow import SOURCES, BatchIds, ids_from_lists
 from fraudops_serving.bundle import Model
+from fraudops_serving.coalesce import UNSCORABLE, Coalescer
+from fraudops_serving.coalesce import describe as describe_coalescer
 from fraudops_serving.inputs import InputError, Item, RowParser
 from fraudops_serving.manager import Served
 from fraudops_serving.metrics import Metrics
@@ -63,10 +65,6 @@ JSON = "application/json"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 _BUCKETS = 1 << 32
 VARIANT_CODES = ("champion", "challenger")  # variant code 0, 1 of a batch's rows
-_UNSCORABLE = (
-    "the model gives no finite probability for these features (values far outside the training range "
-    "overflow inside the graph); check the units and magnitudes of the features"
-)
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -97,6 +95,16 @@ class Runtime:
         self._threshold = int(self.share * _BUCKETS)
         self._background: set[asyncio.Future[Any]] = set()
         self._started = False
+        self.coalescer: Coalescer | None = None
+        if settings.coalesce_max_rows > 1:
+            self.coalescer = Coalescer(
+                max_rows=settings.coalesce_max_rows,
+                inline=settings.coalesce_max_rows <= settings.inline_max_rows,
+                executor=self.executor,
+                metrics=metrics,
+                predlog=lambda: self.predlog,
+                shadow=self._shadow_rows,
+            )
         manager.on_swap(self._on_swap)
         if manager.served.champion is not None:
             self._on_swap(manager.served)
@@ -215,6 +223,14 @@ class Runtime:
             x[r, cols] = sub
         return sources
 
+    def _shadow_rows(
+        self, x: np.ndarray, request_ids: list[str], txns: list[str | None], cards: list[int | None], t0: float
+    ) -> None:
+        """Champion rows of a micro-batch: scored by a shadowing challenger after the responses."""
+        challenger = self.manager.served.challenger
+        if challenger is not None and self.mode == "shadow":
+            self.background(_shadow, self, challenger, x, request_ids, txns, cards, t0)
+
     def log(self, chunk: Chunk) -> None:
         if self.predlog is not None:
             self.predlog.append(chunk)
@@ -232,6 +248,8 @@ class Runtime:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, read from the ASGI messages directly (``Request.body`` goes through an async
+    generator per request), refused as soon as it is known to exceed ``limit``."""
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
@@ -240,15 +258,35 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise InputError(
                 413, "body_too_large", f"body of {int(length):,} bytes exceeds the limit of {limit:,} bytes"
             )
-        return await request.body()
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InputError(413, "body_too_large", f"body exceeds the limit of {limit:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: the client went away
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise InputError(413, "body_too_large", f"body exceeds the limit of {limit:,} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _Answer(Response):
+    """A 200 JSON answer whose two headers are built directly (Starlette's general header
+    handling costs more per request than the answer's serialization)."""
+
+    media_type = JSON
+
+    def __init__(self, body: bytes) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
 
 
 def _check_json(request: Request) -> None:
@@ -331,16 +369,21 @@ def create_app(
         if item.needs_online:
             x = row.reshape(1, -1)
             source = (await rt.fill_online(x, [item.card_id], [0], champion))[0]
-        if rt.inline_max_rows >= 1:
-            np.copyto(model.buffer[0], row)
-            probability = model.predict_one()
+        coalescer = rt.coalescer
+        if coalescer is not None:
+            # Scored, logged and counted with the other rows of this event-loop turn.
+            scored = await coalescer.score(model, variant, row, request_id, item.transaction_id, item.card_id, t0)
+            probability, decision = scored.probability, scored.decision
         else:
-            probability = float(
-                (await asyncio.get_running_loop().run_in_executor(rt.executor, model.predict, row[None]))[0]
-            )
-        if not 0.0 <= probability <= 1.0:  # NaN too: extreme inputs can overflow inside the graph
-            raise InputError(422, "unscorable_input", _UNSCORABLE)
-        decision = 1 if probability >= model.threshold else 0
+            if rt.inline_max_rows >= 1:
+                np.copyto(model.buffer[0], row)
+                probability = model.predict_one()
+            else:
+                loop = asyncio.get_running_loop()
+                probability = float((await loop.run_in_executor(rt.executor, model.predict, row[None]))[0])
+            if not 0.0 <= probability <= 1.0:  # NaN too: extreme inputs can overflow inside the graph
+                raise InputError(422, "unscorable_input", UNSCORABLE)
+            decision = 1 if probability >= model.threshold else 0
         body = orjson.dumps(
             {
                 "request_id": request_id,
@@ -354,26 +397,29 @@ def create_app(
             }
         )
         elapsed = time.perf_counter() - t0
-        if rt.predlog is not None:
-            rt.predlog.append_row(
-                request_id,
-                time.time_ns() // 1000,
-                item.transaction_id,
-                item.card_id,
-                model.name,
-                model.version,
-                variant,
-                probability,
-                decision,
-                elapsed * 1000.0,
-                row,
-            )
-        m.by_variant[variant, decision].inc()
-        if challenger is not None and rt.mode == "shadow":
-            rt.background(_shadow, rt, challenger, row[None], [request_id], [item.transaction_id], [item.card_id], t0)
+        if coalescer is None:
+            if rt.predlog is not None:
+                rt.predlog.append_row(
+                    request_id,
+                    time.time_ns() // 1000,
+                    item.transaction_id,
+                    item.card_id,
+                    model.name,
+                    model.version,
+                    variant,
+                    probability,
+                    decision,
+                    elapsed * 1000.0,
+                    row,
+                )
+            m.by_variant[variant, decision].inc()
+            if challenger is not None and rt.mode == "shadow":
+                rt.background(
+                    _shadow, rt, challenger, row[None], [request_id], [item.transaction_id], [item.card_id], t0
+                )
         m.predict_latency.observe(elapsed)
         m.predict_ok.inc()
-        return Response(body, media_type=JSON)
+        return _Answer(body)
 
     async def predict_batch(request: Request) -> Response:
         t0 = time.perf_counter()
@@ -429,7 +475,7 @@ def create_app(
             bad = ~((p >= 0.0) & (p <= 1.0))
             if bad.any():
                 rows_bad = ", ".join(f"transactions[{i}]" for i in idx[bad][:5].tolist())
-                raise InputError(422, "unscorable_input", f"{rows_bad}: {_UNSCORABLE}")
+                raise InputError(422, "unscorable_input", f"{rows_bad}: {UNSCORABLE}")
             probability[idx] = p
             decision[idx] = p >= model.threshold
             used.append((variant, model, idx))
@@ -547,6 +593,7 @@ def create_app(
             "timeout_ms": settings.online_timeout_ms,
             "fallback": settings.online_fallback,
         }
+        info["micro_batching"] = describe_coalescer(rt.coalescer)
         return _json(info)
 
     @app.get(

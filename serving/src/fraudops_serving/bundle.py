@@ -268,6 +268,11 @@ class Model:
         self._one.run_with_iobinding(self._binding)
         return float(self._out[0])
 
+    def predict_small(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities of a few rows (a micro-batch): the single-thread session, safe from any thread."""
+        out = self._one.run(self.output_names, {self.input_name: x})[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities of the rows of ``x`` (float32, shape ``[n, n_features]``)."""
         session = self._one if x.shape[0] == 1 else self._many

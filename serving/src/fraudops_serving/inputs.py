@@ -83,9 +83,17 @@ class RowParser:
                     raise InputError(
                         422, "invalid_value", f"{where}: feature {label} must be a number, got {_json_type(v)}"
                     )
-        # JSON has no NaN/inf and orjson refuses doubles that overflow, so the only way to a
-        # non-finite input is a number beyond float32's range.
-        if values and (max(values) > FLT_MAX or min(values) < -FLT_MAX):
+
+    def _row(self, values: Sequence[Any], where: str, names: Sequence[str] | None = None) -> np.ndarray:
+        """Checked numbers -> a float32 row.
+
+        JSON has no NaN/inf and orjson refuses doubles that overflow, so the only way to a
+        non-finite input is a number beyond float32's range: checked on the float64 array
+        (one C reduction, cheaper than Python's max and min over the list).
+        """
+        self._check_values(values, where, names)
+        row = np.array(values, dtype=np.float64)
+        if row.size and np.abs(row).max() > FLT_MAX:
             for i, v in enumerate(values):
                 if not -FLT_MAX <= v <= FLT_MAX:
                     label = repr(names[i]) if names is not None else f"#{i}"
@@ -94,6 +102,7 @@ class RowParser:
                         "out_of_range",
                         f"{where}: feature {label} = {v!r} is outside the float32 range (|x| <= {FLT_MAX:.6g})",
                     )
+        return row.astype(np.float32)
 
     def features(self, features: Any, *, card_id: int | None, where: str = "features") -> tuple[np.ndarray, bool]:
         """The row of ``features`` (object or array) and whether online features must be fetched."""
@@ -104,8 +113,7 @@ class RowParser:
                 except KeyError:
                     values = None
                 if values is not None:
-                    self._check_values(values, where, self.names)
-                    return np.array(values, dtype=np.float32), False
+                    return self._row(values, where, self.names), False
             return self._partial(features, card_id, where)
         if type(features) is list:
             if len(features) != self.n:
@@ -114,8 +122,7 @@ class RowParser:
                     "wrong_feature_count",
                     f"{where}: expected {self.n} values in the manifest's feature order, got {len(features)}",
                 )
-            self._check_values(features, where, self.names)
-            return np.array(features, dtype=np.float32), False
+            return self._row(features, where, self.names), False
         raise InputError(
             422,
             "invalid_features",
@@ -141,9 +148,8 @@ class RowParser:
             raise InputError(422, "missing_features", f"{where}: missing feature(s) {shown}{more}{hint}")
         present = [n for n in self.names if n in features]
         values = [features[n] for n in present]
-        self._check_values(values, where, present)
         row = np.full(self.n, np.nan, dtype=np.float32)
-        row[[self.index[n] for n in present]] = values
+        row[[self.index[n] for n in present]] = self._row(values, where, present)
         return row, True
 
     # ------------------------------------------------------------------ items

@@ -152,6 +152,10 @@ class ModelStatus(BaseModel):
     history: list[dict[str, Any]]
     traffic: dict[str, Any]
     online_features: dict[str, Any]
+    micro_batching: dict[str, Any] = Field(
+        description="Single rows scored together per event-loop turn: enabled, max_rows, calls, rows, "
+        "mean_rows_per_call."
+    )
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:

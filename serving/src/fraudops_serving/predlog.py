@@ -325,6 +325,61 @@ class PredictionLog:
         if pending >= self.flush_rows:
             self._wake.set()
 
+    def append_rows(
+        self,
+        request_ids: list[str],
+        ts_us: int,
+        transaction_ids: list[str | None],
+        card_ids: list[int | None],
+        model_name: str,
+        model_version: str,
+        variant: str,
+        probability: np.ndarray,
+        decision: np.ndarray,
+        latency_ms: np.ndarray,
+        rows: np.ndarray,
+    ) -> None:
+        """Queue a few scored rows (a micro-batch of ``/predict``): copied into the open column buffers.
+
+        Thousands of small chunks would leave the flushing thread a Python loop over them while
+        it holds the interpreter, and the event loop waiting; a few full buffers leave it none.
+        """
+        key = (model_name, model_version, variant)
+        n = rows.shape[0]
+        if rows.shape[1] != len(self.feature_names):
+            raise ValueError(f"log rows have {rows.shape[1]} features, the log {len(self.feature_names)}")
+        with self._lock:
+            done = 0
+            while done < n:
+                buf = self._rows.get(key)
+                if buf is None:
+                    buf = self._rows[key] = _Rows(key, self._row_capacity, len(self.feature_names))
+                i = buf.n
+                k = min(n - done, self._row_capacity - i)
+                end = done + k
+                buf.features[i : i + k] = rows[done:end]
+                buf.probability[i : i + k] = probability[done:end]
+                buf.decision[i : i + k] = decision[done:end]
+                buf.ts[i : i + k] = ts_us
+                buf.latency[i : i + k] = latency_ms[done:end]
+                if k == n:
+                    buf.request_ids += request_ids
+                    buf.txns += transaction_ids
+                    buf.cards += card_ids
+                else:
+                    buf.request_ids += request_ids[done:end]
+                    buf.txns += transaction_ids[done:end]
+                    buf.cards += card_ids[done:end]
+                buf.n = i + k
+                if buf.n == self._row_capacity:
+                    self._chunks.append(buf.seal())
+                    del self._rows[key]
+                done = end
+            self._pending += n
+            pending = self._pending
+        if pending >= self.flush_rows:
+            self._wake.set()
+
     def _take(self) -> list[Chunk]:
         """Everything queued, open row buffers sealed (call with the lock held)."""
         chunks = self._chunks
@@ -340,12 +395,18 @@ class PredictionLog:
     def start(self) -> None:
         """Start the flushing thread.
 
-        PyArrow's Parquet writer is imported here, at start-up: imported by the first
-        flush it would hold the interpreter for half a second while requests wait.
+        PyArrow's Parquet writer (and what PyArrow imports lazily) is imported here, at
+        start-up: imported by the first flush it would hold the interpreter for seconds
+        while requests wait.
         """
+        import pyarrow as pa
         import pyarrow.compute
         import pyarrow.fs
-        import pyarrow.parquet  # noqa: F401
+        import pyarrow.parquet
+
+        # Converting a Python list imports pandas when it is installed (PyArrow checks for
+        # pandas objects): seconds of a busy interpreter at the first flush, unless done here.
+        pa.array(["warm-up"], pa.string())
 
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)

@@ -130,6 +130,10 @@ class ServingSettings(BaseSettings):
     # Batches of at most this many rows run on the event loop (a few tens of microseconds,
     # less than a hop to a worker thread costs); larger ones run in a worker thread.
     inline_max_rows: int = Field(default=32, ge=0)
+    # Single rows (/predict) that arrive in one turn of the event loop are scored together,
+    # in one model call of at most this many rows (micro-batching without a timer: nothing
+    # waits for company). 1 scores each row by itself.
+    coalesce_max_rows: int = Field(default=32, ge=1)
     # Threads of the batch session (0 = one per core); single rows always use one.
     batch_threads: int = Field(default=0, ge=0)
     inference_workers: int = Field(default=2, ge=1)

@@ -1,0 +1,225 @@
+"""Micro-batching of ``/predict``: the single rows of one event-loop turn, scored together.
+
+Under load, the requests read from many connections in one turn of the event loop all
+reach their model call in the next turn. Each waits on a future instead of calling ONNX
+Runtime itself; a callback scheduled behind them scores their rows in one call per model
+and answers every future, then logs the rows in one copy and counts them once. Nothing
+waits on a timer: a request alone in its turn is scored one turn later, by itself, so
+the latency at low load does not change, while at high load the fixed cost of a model
+call, of a log append and of the metric updates is shared by every row of the turn
+(a call on 16 rows costs about four times a call on one).
+
+A row the model cannot score (no finite probability) fails its own request only. An
+exception from the model fails every request of its call, each answered by the caller's
+error handler. ``max_rows`` bounds a call: when that many rows wait, they are scored at
+once and the next rows start another call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fraudops_serving.inputs import InputError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from fraudops_serving.bundle import Model
+    from fraudops_serving.metrics import Metrics
+    from fraudops_serving.predlog import PredictionLog
+
+UNSCORABLE = (
+    "the model gives no finite probability for these features (values far outside the training range "
+    "overflow inside the graph); check the units and magnitudes of the features"
+)
+
+
+@dataclass(slots=True)
+class Scored:
+    """The answer to one row."""
+
+    probability: float
+    decision: int
+
+
+class _Pending:
+    """Rows of one model and variant waiting for the next call."""
+
+    __slots__ = ("cards", "futures", "model", "request_ids", "rows", "t0", "txns", "variant")
+
+    def __init__(self, model: Model, variant: str) -> None:
+        self.model = model
+        self.variant = variant
+        self.rows: list[np.ndarray] = []
+        self.futures: list[asyncio.Future[Scored]] = []
+        self.request_ids: list[str] = []
+        self.txns: list[str | None] = []
+        self.cards: list[int | None] = []
+        self.t0: list[float] = []
+
+
+class Coalescer:
+    """Scores the single rows that arrive in one event-loop turn with one model call.
+
+    ``inline``: score on the event loop (the model is fast enough that a thread hop costs
+    more); otherwise each call runs in ``executor``. ``shadow(model_rows, ids...)`` is
+    called with each call's rows when a challenger shadows the champion.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_rows: int,
+        inline: bool,
+        executor: Executor,
+        metrics: Metrics,
+        predlog: Callable[[], PredictionLog | None],
+        shadow: Callable[[np.ndarray, list[str], list[str | None], list[int | None], float], None] | None = None,
+    ) -> None:
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        self.max_rows = max_rows
+        self.inline = inline
+        self.executor = executor
+        self.metrics = metrics
+        self._predlog = predlog
+        self.shadow = shadow
+        self._open: dict[tuple[int, str], _Pending] = {}
+        self._scheduled = False
+        self.calls = 0  # model calls made (rows / calls: the mean size of a call)
+        self.rows = 0
+
+    def score(
+        self,
+        model: Model,
+        variant: str,
+        row: np.ndarray,
+        request_id: str,
+        transaction_id: str | None,
+        card_id: int | None,
+        t0: float,
+    ) -> asyncio.Future[Scored]:
+        """Queue one row; the future answers it (or raises :class:`InputError` for this row)."""
+        loop = asyncio.get_running_loop()
+        key = (id(model), variant)
+        pending = self._open.get(key)
+        if pending is None:
+            pending = self._open[key] = _Pending(model, variant)
+        fut: asyncio.Future[Scored] = loop.create_future()
+        pending.rows.append(row)
+        pending.futures.append(fut)
+        pending.request_ids.append(request_id)
+        pending.txns.append(transaction_id)
+        pending.cards.append(card_id)
+        pending.t0.append(t0)
+        if len(pending.rows) >= self.max_rows:
+            del self._open[key]
+            self._run(pending, loop)
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush, loop)
+        return fut
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        batches, self._open = list(self._open.values()), {}
+        for pending in batches:
+            self._run(pending, loop)
+
+    def _run(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> None:
+        model = pending.model
+        x = pending.rows[0][None] if len(pending.rows) == 1 else np.stack(pending.rows)
+        self.calls += 1
+        self.rows += x.shape[0]
+        if self.inline:
+            try:
+                p = _predict(model, x)
+            except Exception as exc:
+                _fail(pending, exc)
+                return
+            self._answer(pending, x, p)
+        else:
+            call = loop.run_in_executor(self.executor, model.predict_small, x)
+            call.add_done_callback(lambda f: self._done(pending, x, f))
+
+    def _done(self, pending: _Pending, x: np.ndarray, call: asyncio.Future[np.ndarray]) -> None:
+        exc = call.exception() if not call.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            _fail(pending, exc)
+            return
+        self._answer(pending, x, call.result())
+
+    def _answer(self, pending: _Pending, x: np.ndarray, p: np.ndarray) -> None:
+        model = pending.model
+        decision = (p >= model.threshold).astype(np.int8)
+        ok = (p >= 0.0) & (p <= 1.0)  # NaN too: extreme inputs can overflow inside the graph
+        all_ok = bool(ok.all())
+        for fut, prob, dec, good in zip(pending.futures, p.tolist(), decision.tolist(), ok.tolist(), strict=True):
+            if fut.done():  # the client went away and its request was cancelled
+                continue
+            if good:
+                fut.set_result(Scored(prob, dec))
+            else:
+                fut.set_exception(InputError(422, "unscorable_input", UNSCORABLE))
+        keep = None if all_ok else np.flatnonzero(ok)
+        n = x.shape[0] if keep is None else keep.size
+        if n == 0:
+            return
+        now = time.perf_counter()
+        ids, txns, cards = pending.request_ids, pending.txns, pending.cards
+        latency = (now - np.asarray(pending.t0)) * 1000.0
+        if keep is not None:
+            pick = keep.tolist()
+            x, p, decision, latency = x[keep], p[keep], decision[keep], latency[keep]
+            ids, txns, cards = [ids[i] for i in pick], [txns[i] for i in pick], [cards[i] for i in pick]
+        predlog = self._predlog()
+        if predlog is not None:
+            predlog.append_rows(
+                ids,
+                time.time_ns() // 1000,
+                txns,
+                cards,
+                model.name,
+                model.version,
+                pending.variant,
+                p,
+                decision,
+                latency,
+                x,
+            )
+        fraud = int(decision.sum())
+        by_variant = self.metrics.by_variant
+        if fraud:
+            by_variant[pending.variant, 1].inc(fraud)
+        if n - fraud:
+            by_variant[pending.variant, 0].inc(n - fraud)
+        if self.shadow is not None and pending.variant == "champion":
+            self.shadow(x, ids, txns, cards, min(pending.t0))
+
+
+def _predict(model: Model, x: np.ndarray) -> np.ndarray:
+    """One row through the model's I/O binding, several through its single-thread session."""
+    if x.shape[0] == 1:
+        np.copyto(model.buffer, x)
+        return np.array([model.predict_one()], dtype=np.float32)
+    return model.predict_small(x)
+
+
+def _fail(pending: _Pending, exc: BaseException) -> None:
+    for fut in pending.futures:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+def describe(c: Coalescer | None) -> dict[str, Any]:
+    """What ``GET /model`` says about micro-batching."""
+    if c is None:
+        return {"enabled": False}
+    mean = c.rows / c.calls if c.calls else 0.0
+    return {"enabled": True, "max_rows": c.max_rows, "calls": c.calls, "rows": c.rows, "mean_rows_per_call": mean}
