@@ -137,3 +137,30 @@ def test_max_rows_one_scores_each_row_by_itself(
     np.testing.assert_allclose([r.json()["probability"] for r in answers], _raw(bundle, rows), rtol=1e-5)
     assert sorted(_logged(app).column("request_id").to_pylist()) == [f"q-{i}" for i in range(6)]
     assert client.get("/model").json()["micro_batching"] == {"enabled": False}
+
+
+def test_a_failing_call_fails_its_own_requests_and_the_next_call_works(make_bundle: Callable[..., Path]) -> None:
+    """ONNX Runtime refusing a call (here: rows of the wrong width) answers each of its requests
+    with the error; nothing hangs, and the next turn's call scores normally."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fraudops_serving.bundle import load_bundle
+    from fraudops_serving.coalesce import Coalescer
+    from fraudops_serving.metrics import Metrics
+
+    bundle = make_bundle("8")
+    model = load_bundle(bundle)
+    rows = np.array([[features(i)[n] for n in NAMES] for i in range(3)], dtype=np.float32)
+
+    async def go(inline: bool) -> tuple[list[Any], list[Any]]:
+        with ThreadPoolExecutor(1) as pool:
+            c = Coalescer(max_rows=8, inline=inline, executor=pool, metrics=Metrics(), predlog=lambda: None)
+            bad = [c.score(model, "champion", r[:-1], f"b{i}", None, None, 0.0) for i, r in enumerate(rows)]
+            failed = await asyncio.gather(*bad, return_exceptions=True)
+            good = [c.score(model, "champion", r, f"g{i}", None, None, 0.0) for i, r in enumerate(rows)]
+            return failed, list(await asyncio.gather(*good))
+
+    for inline in (True, False):
+        failed, scored = asyncio.run(go(inline))
+        assert all(isinstance(e, Exception) and "features" in str(e) for e in failed), failed
+        np.testing.assert_allclose([s.probability for s in scored], _raw(bundle, rows), rtol=1e-5)

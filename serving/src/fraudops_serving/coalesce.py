@@ -18,6 +18,7 @@ once and the next rows start another call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from fraudops_serving.bundle import Model
     from fraudops_serving.metrics import Metrics
     from fraudops_serving.predlog import PredictionLog
+
+log = logging.getLogger(__name__)
 
 UNSCORABLE = (
     "the model gives no finite probability for these features (values far outside the training range "
@@ -133,6 +136,14 @@ class Coalescer:
             self._run(pending, loop)
 
     def _run(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> None:
+        """Score one call; whatever goes wrong, every request of it gets an answer or an error."""
+        try:
+            self._call(pending, loop)
+        except Exception as exc:  # a callback of the loop: nobody else would see it
+            log.exception("micro-batch of %d rows failed", len(pending.rows))
+            _fail(pending, exc)
+
+    def _call(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> None:
         model = pending.model
         x = pending.rows[0][None] if len(pending.rows) == 1 else np.stack(pending.rows)
         self.calls += 1
@@ -153,7 +164,11 @@ class Coalescer:
         if exc is not None:
             _fail(pending, exc)
             return
-        self._answer(pending, x, call.result())
+        try:
+            self._answer(pending, x, call.result())
+        except Exception as err:
+            log.exception("micro-batch of %d rows failed", len(pending.rows))
+            _fail(pending, err)
 
     def _answer(self, pending: _Pending, x: np.ndarray, p: np.ndarray) -> None:
         model = pending.model
