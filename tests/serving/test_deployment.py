@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +15,8 @@ import pytest
 import yaml
 
 from fraudops import schema
+
+from .conftest import LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "docker" / "k8s" / "predictor"
@@ -96,3 +103,27 @@ def test_images_are_slim_non_root_with_a_health_check(name: str) -> None:
         assert "FRAUDOPS_SERVING_DEVICE=cpu" in text
     ignore = (IMAGES / f"{name}.dockerignore").read_text().split()
     assert ignore[ignore.index("*") :][:3] == ["*", "!constraints.txt", "!serving/"]
+
+
+def test_the_images_health_check_asks_the_port_the_predictor_listens_on(
+    make_bundle: Callable[..., Path], live_server: Callable[..., LiveServer]
+) -> None:
+    """The HEALTHCHECK command, run as the image runs it, against a predictor on another port than 8000."""
+    commands = []
+    for name in ("Dockerfile", "Dockerfile.gpu"):
+        text = (IMAGES / name).read_text()
+        health = text[text.index("HEALTHCHECK") :]
+        found = re.search(r"^\s*CMD (\[.*\])\s*$", health, flags=re.M)
+        assert found, name
+        commands.append(json.loads(found.group(1)))
+    assert commands[0] == commands[1] and commands[0][:2] == ["python", "-c"]
+    server = live_server({"FRAUDOPS_SERVING_BUNDLE_DIR": str(make_bundle("1"))})
+    assert server.port != 8000
+
+    def check(port: int) -> int:
+        env = {**os.environ, "FRAUDOPS_SERVING_PORT": str(port)}
+        done = subprocess.run([sys.executable, *commands[0][1:]], check=False, env=env, capture_output=True, timeout=30)
+        return done.returncode
+
+    assert check(server.port) == 0
+    assert check(free_port()) != 0  # nothing listens there: unhealthy
