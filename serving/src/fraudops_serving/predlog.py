@@ -299,31 +299,20 @@ class PredictionLog:
         latency_ms: float,
         row: np.ndarray,
     ) -> None:
-        """Queue one scored row (``/predict``): copied into the open column buffers."""
-        key = (model_name, model_version, variant)
-        with self._lock:
-            rows = self._rows.get(key)
-            if rows is None:
-                if row.shape[-1] != len(self.feature_names):
-                    raise ValueError(f"log rows have {row.shape[-1]} features, the log {len(self.feature_names)}")
-                rows = self._rows[key] = _Rows(key, self._row_capacity, len(self.feature_names))
-            i = rows.n
-            rows.features[i] = row
-            rows.probability[i] = probability
-            rows.decision[i] = decision
-            rows.ts[i] = ts_us
-            rows.latency[i] = latency_ms
-            rows.request_ids.append(request_id)
-            rows.txns.append(transaction_id)
-            rows.cards.append(card_id)
-            rows.n = i + 1
-            if rows.n == self._row_capacity:
-                self._chunks.append(rows.seal())
-                del self._rows[key]
-            self._pending += 1
-            pending = self._pending
-        if pending >= self.flush_rows:
-            self._wake.set()
+        """Queue one scored row (``/predict`` without micro-batching): a micro-batch of one."""
+        self.append_rows(
+            [request_id],
+            ts_us,
+            [transaction_id],
+            [card_id],
+            model_name,
+            model_version,
+            variant,
+            np.array([probability], dtype=np.float32),
+            np.array([decision], dtype=np.int8),
+            np.array([latency_ms], dtype=np.float32),
+            row.reshape(1, -1),
+        )
 
     def append_rows(
         self,
