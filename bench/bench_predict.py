@@ -1,13 +1,15 @@
 """Benchmark of the predictor, side by side with its baselines, in one run.
 
-    .venv/bin/python bench/bench_predict.py            # everything (~2 minutes)
+    .venv/bin/python bench/bench_predict.py            # everything (~5 minutes)
     .venv/bin/python bench/bench_predict.py --quick    # shorter phases
     .venv/bin/python bench/bench_predict.py --bundle $FRAUDOPS_HOME/bundles/fraud-detector/3
 
 Every server runs the same model (a bundle of the production architecture built here, or
 ``--bundle``) in its own process with one uvicorn worker (uvloop + httptools, no access
-log), on loopback; the load generator is a raw asyncio HTTP/1.1 keep-alive client in this
-process, bounded in requests and time. Targets:
+log), on loopback, pinned to the last core; the load generator is this process, pinned to
+the other cores (the header line says where each runs; a server that would share the
+generator's core is an error): a raw asyncio HTTP/1.1 keep-alive client for the closed loop,
+a busy-polling one for the open loop. Targets:
 
 * ``ceiling``: a bare endpoint on the same stack (a FastAPI app, the endpoint routed as
   the predictor's scoring routes are: a plain Starlette route taking the raw request)
@@ -147,14 +149,27 @@ def wait_http(port: int, path: str, timeout: float = 120.0, proc: subprocess.Pop
     raise RuntimeError(f"server on port {port} not ready after {timeout:.0f} s")
 
 
+# The cores this process may use, read once at import: after _pin_generator() narrows this
+# process to the generator's cores, the servers' core must still be found among all of them
+# (read afresh, the set would hold the generator's core alone, and every server would inherit
+# it and share that core with the busy-polling generator).
+_CPUS: tuple[int, ...] = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
+
+
 def _server_cpus() -> set[int] | None:
     """Servers on the last core, the load generator on the others (when there are two or more)."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return {cpus[-1]} if len(cpus) >= 2 else None
+    return {_CPUS[-1]} if len(_CPUS) >= 2 else None
 
 
 def _all_cpus() -> set[int]:
-    return set(range(os.cpu_count() or 1))
+    return set(_CPUS) or set(range(os.cpu_count() or 1))
+
+
+def _placement() -> str:
+    servers = _server_cpus()
+    if not servers:
+        return "one core: servers and load generator share it"
+    return f"servers on core {sorted(servers)}, load generator on {sorted(set(_CPUS) - servers)}"
 
 
 def _pin_generator() -> None:
@@ -188,6 +203,9 @@ def server(
     cpus = _server_cpus() if pin else None
     if cpus:  # before it starts workers: mlflow's uvicorn child inherits the affinity
         os.sched_setaffinity(proc.pid, cpus)
+        if cpus & os.sched_getaffinity(0):  # the generator would take the servers' core
+            proc.kill()
+            raise RuntimeError(f"server pinned to {sorted(cpus)} shares a core with the load generator")
     SERVER_PIDS[port] = proc.pid
     try:
         try:
@@ -484,7 +502,7 @@ def interleaved(targets: dict[str, tuple[int, bytes]], seconds: float, rounds: i
         rs.sort(key=lambda r: r["rps"])
         out[label] = {"peak": {**rs[len(rs) // 2], "errors": sum(r["errors"] for r in rs)}}
     halves: dict[str, list[dict[str, Any]]] = {k: [] for k in targets}
-    for _ in range(max(1, rounds // 2)):
+    for _ in range(max(1, rounds // 2) | 1):  # an odd count: the median is a measured round
         for label, (port, raw) in targets.items():
             halves[label].append(open_loop(port, raw, out[label]["peak"]["rps"] / 2, seconds))
     for label, rs in halves.items():
@@ -548,10 +566,17 @@ def batch_section(bundle: str, workdir: Path, seconds: float, rows: int) -> dict
     prepared bodies over four connections, so it takes little of the machine. The CPU
     figures (all threads of the server process, per row) show where the time goes.
     """
+    os.sched_setaffinity(0, _all_cpus())  # the HTTP section pins the generator; batch runs unpinned
+    try:
+        return _batch(bundle, workdir, seconds, rows)
+    finally:
+        _pin_generator()  # the sections after this one pin their servers again
+
+
+def _batch(bundle: str, workdir: Path, seconds: float, rows: int) -> dict[str, tuple[float, float]]:
     import onnxruntime as ort
     import pyarrow as pa
 
-    os.sched_setaffinity(0, _all_cpus())  # the HTTP section pins the generator; batch runs unpinned
     model, names, _ = _model_and_names(bundle)
     rng = np.random.default_rng(1)
     x = rng.normal(0, 1, (rows, len(names))).astype(np.float32)
@@ -714,7 +739,7 @@ def main() -> None:
         bundle = args.bundle or make_bundle(workdir)
         print(
             f"model: {bundle}; {os.cpu_count()} cores; {seconds:.0f} s phases; "
-            f"load generator: {CONNECTIONS} connections"
+            f"load generator: {CONNECTIONS} connections; {_placement()}"
         )
         if args.only in (None, "http"):
             res = http_section(bundle, workdir, seconds, args.rounds, with_mlflow=not args.no_mlflow)
