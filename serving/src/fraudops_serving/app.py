@@ -47,7 +47,7 @@ from starlette.routing import Route
 
 from fraudops_serving import __version__
 from fraudops_serving import openapi as docs
-from fraudops_serving.arrow import SOURCES, BatchIds, ids_from_lists
+from fraudops_serving.arrow import SOURCES, ArrowReader, BatchIds, ids_from_lists
 from fraudops_serving.bundle import Model
 from fraudops_serving.coalesce import UNSCORABLE, Coalescer
 from fraudops_serving.coalesce import describe as describe_coalescer
@@ -86,6 +86,7 @@ class Runtime:
         self.admin_keys = KeyRing(settings.admin_api_keys)
         self.executor = ThreadPoolExecutor(max_workers=settings.inference_workers, thread_name_prefix="inference")
         self.parser: RowParser | None = None
+        self.arrow: ArrowReader | None = None
         self.predlog: PredictionLog | None = None
         self.online: OnlineFeatures | None = None
         self.share = settings.canary_share
@@ -117,6 +118,7 @@ class Runtime:
         names = champion.manifest.feature_names
         if self.parser is None or self.parser.names != tuple(names):
             self.parser = RowParser(names, self.settings.online_features, online_enabled=self.settings.online_enabled)
+            self.arrow = ArrowReader(self.parser, self.settings.max_batch_rows)
         if self.predlog is None and self.settings.log_enabled:
             self.predlog = PredictionLog(
                 self.settings.prediction_log_uri,
@@ -428,10 +430,12 @@ def create_app(
         served, champion, parser = rt.admit(request)
         ctype = (request.headers.get("content-type") or JSON).lower()
         body = await _read_body(request, settings.max_body_bytes)
+        columnar: np.ndarray | None = None  # the features as a view of an Arrow body: what the log copies
         if ARROW_STREAM in ctype:
-            from fraudops_serving.arrow import parse_arrow_batch
-
-            x, ids = parse_arrow_batch(body, parser, settings.max_batch_rows)
+            reader = rt.arrow
+            if reader is None or reader.parser is not parser:  # a swap between admission and here
+                reader = ArrowReader(parser, settings.max_batch_rows)
+            x, ids, columnar = reader.parse(body)
         elif "json" in ctype:
             x, ids = _parse_json_batch(_loads(body), parser, settings.max_batch_rows)
         else:
@@ -446,6 +450,7 @@ def create_app(
             if rows:
                 card_ids = ids.cards()
                 sources = await rt.fill_online(x, card_ids, rows, champion)
+                columnar = None  # x now holds what the store filled in
                 source_codes[rows] = [SOURCES.index(src) for src in sources]
         challenger = served.challenger
         to_chal = np.zeros(n, dtype=bool)
@@ -456,29 +461,35 @@ def create_app(
                 dtype=bool,
                 count=n,
             )
-        probability = np.empty(n, dtype=np.float32)
-        decision = np.empty(n, dtype=np.int8)
         groups = [("champion", champion, ~to_chal)]
         if to_chal.any():
             groups.append(("challenger", challenger, to_chal))  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
-        used: list[tuple[str, Model, np.ndarray]] = []
+        used: list[tuple[str, Model, np.ndarray | None]] = []  # idx None: every row
+        probability = decision = None
         for variant, model, mask in groups:
-            idx = np.flatnonzero(mask)
-            if idx.size == 0:
+            idx = None if len(groups) == 1 else np.flatnonzero(mask)
+            if idx is not None and idx.size == 0:
                 continue
-            xs = x if idx.size == n else x[idx]
-            if idx.size <= rt.inline_max_rows:
+            xs = x if idx is None else x[idx]
+            if xs.shape[0] <= rt.inline_max_rows:
                 p = model.predict(xs)
             else:
                 p = await loop.run_in_executor(rt.executor, model.predict, xs)
             bad = ~((p >= 0.0) & (p <= 1.0))
             if bad.any():
-                rows_bad = ", ".join(f"transactions[{i}]" for i in idx[bad][:5].tolist())
+                where = np.flatnonzero(bad) if idx is None else idx[bad]
+                rows_bad = ", ".join(f"transactions[{i}]" for i in where[:5].tolist())
                 raise InputError(422, "unscorable_input", f"{rows_bad}: {UNSCORABLE}")
-            probability[idx] = p
-            decision[idx] = p >= model.threshold
+            d = (p >= model.threshold).astype(np.int8)
+            if idx is None:
+                probability, decision = p, d
+            else:
+                if probability is None or decision is None:
+                    probability, decision = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.int8)
+                probability[idx], decision[idx] = p, d
             used.append((variant, model, idx))
+        assert probability is not None and decision is not None
         versions = (champion.version, challenger.version if challenger is not None else champion.version)
         variant_codes = to_chal.astype(np.int8)
         arrow_out = ARROW_STREAM in (request.headers.get("accept") or "")
@@ -505,8 +516,7 @@ def create_app(
         ts_us = time.time_ns() // 1000
         txn_col, card_col = ids.transactions(), ids.card_column()
         for variant, model, idx in used:
-            whole = idx.size == n
-            take = None if whole else pa.array(idx)
+            take = None if idx is None else pa.array(idx)
             rt.log(
                 Chunk(
                     request_ids if take is None else request_ids.take(take),
@@ -516,15 +526,16 @@ def create_app(
                     model.name,
                     model.version,
                     variant,
-                    probability if whole else probability[idx],
-                    decision if whole else decision[idx],
+                    probability if idx is None else probability[idx],
+                    decision if idx is None else decision[idx],
                     elapsed * 1000.0,
-                    x if whole else x[idx],
+                    (x if columnar is None else columnar) if idx is None else x[idx],
                 )
             )
-            fraud = int(decision[idx].sum())
+            dec = decision if idx is None else decision[idx]
+            fraud = int(np.count_nonzero(dec))
             m.by_variant[variant, 1].inc(fraud)
-            m.by_variant[variant, 0].inc(idx.size - fraud)
+            m.by_variant[variant, 0].inc(dec.size - fraud)
         if challenger is not None and rt.mode == "shadow":
             rt.background(_shadow, rt, challenger, x, request_ids, txn_col, card_col, t0)
         m.batch_latency.observe(elapsed)

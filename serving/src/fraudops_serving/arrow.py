@@ -50,12 +50,11 @@ class BatchIds:
 
     def filled_request_ids(self, batch_id: str) -> pa.Array:
         """Request ids of every row: the one sent, else ``<batch_id>-<row>``."""
-        import pyarrow as pa
         import pyarrow.compute as pc
 
         if self.request_ids is not None and self.request_ids.null_count == 0:
             return self.request_ids
-        generated = pc.binary_join_element_wise(batch_id, pa.array(np.arange(self.n)).cast(pa.string()), "-")
+        generated = row_ids(batch_id, self.n)
         return generated if self.request_ids is None else pc.coalesce(self.request_ids, generated)
 
     def transactions(self) -> pa.Array:
@@ -67,6 +66,51 @@ class BatchIds:
         import pyarrow as pa
 
         return pa.nulls(self.n, pa.int64()) if self.card_ids is None else self.card_ids
+
+
+class _Digits:
+    """``"-0" ... "-<n-1>"`` grouped by length: rows with as many digits are one 2-D block of bytes."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.groups: list[tuple[int, np.ndarray]] = []  # (first row, [rows, 1 + digits] uint8)
+
+    def upto(self, n: int) -> list[tuple[int, np.ndarray]]:
+        if n > self.n:
+            self.n, self.groups, start, k = max(n, 1024), [], 0, 1
+            while start < self.n:
+                stop = min(self.n, 10**k)
+                text = "".join(f"-{i}" for i in range(start, stop)).encode()
+                self.groups.append((start, np.frombuffer(text, np.uint8).reshape(stop - start, k + 1)))
+                start, k = stop, k + 1
+        return self.groups
+
+
+_DIGITS = _Digits()
+
+
+def row_ids(prefix: str, n: int) -> pa.Array:
+    """``<prefix>-0 ... <prefix>-<n-1>`` as an Arrow string array, without a Python object per row.
+
+    Each group of rows with as many digits is one block of equal-length strings: the
+    prefix broadcast into its first columns, the cached digits into the rest.
+    """
+    import pyarrow as pa
+
+    head = np.frombuffer(prefix.encode(), np.uint8)
+    blocks, widths = [], []
+    for start, digits in _DIGITS.upto(n):
+        if start >= n:
+            break
+        rows = min(n - start, digits.shape[0])
+        block = np.empty((rows, head.size + digits.shape[1]), np.uint8)
+        block[:, : head.size] = head
+        block[:, head.size :] = digits[:rows]
+        blocks.append(block.reshape(-1))
+        widths.append(np.full(rows, block.shape[1], np.int32))
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.concatenate(widths), out=offsets[1:])
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(np.concatenate(blocks)))
 
 
 def ids_from_lists(
@@ -81,8 +125,196 @@ def ids_from_lists(
     return BatchIds(len(cards), col(cards, pa.int64()), col(txns, pa.string()), col(rids, pa.string()), batch_id)
 
 
+class ArrowReader:
+    """Parses Arrow IPC stream bodies for one :class:`RowParser`.
+
+    A client sends the same shape of batch again and again: the same schema message and,
+    for the same number of rows, the same record-batch metadata (which says where every
+    buffer lies in the body). What a schema means (which column is which feature, which
+    are ids, what is refused) and where the feature values of a layout lie are worked out
+    once and remembered by those message bytes; the request path is then two message
+    reads, one strided copy of the features and one finiteness check. Anything else (a
+    new shape, several record batches, dictionaries, other column types) takes the
+    general path, :func:`parse_arrow_batch`.
+    """
+
+    MAX_SCHEMAS = 8
+    MAX_LAYOUTS = 64
+
+    def __init__(self, parser: RowParser, max_rows: int) -> None:
+        self.parser = parser
+        self.max_rows = max_rows
+        self._plans: dict[bytes, _Plan] = {}
+
+    def parse(self, body: bytes) -> tuple[np.ndarray, BatchIds, np.ndarray | None]:
+        """Rows (float32, row-major), ids, and the feature values as a column-major view of
+        ``body`` when they lie there as one float32 block (else None)."""
+        import pyarrow as pa
+
+        buf = pa.py_buffer(body)
+        try:
+            messages = pa.ipc.MessageReader.open_stream(buf)
+            first = messages.read_next_message()
+            second = messages.read_next_message()
+            single = _at_end(messages)
+        except StopIteration:  # fewer than two messages: an empty stream, or no stream at all
+            single = False
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as exc:
+            raise InputError(400, "malformed_arrow", f"the body is not an Arrow IPC stream: {exc}") from None
+        if not single or first.type != "schema" or second.type != "record batch":
+            x, ids = parse_arrow_batch(body, self.parser, self.max_rows)
+            return x, ids, None
+        key = first.metadata.to_pybytes()
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= self.MAX_SCHEMAS:
+                self._plans.clear()
+            plan = self._plans[key] = _Plan.of(pa.ipc.read_schema(first), self.parser)
+        layout_key = second.metadata.to_pybytes()
+        layout = plan.layouts.get(layout_key)
+        batch = _read_batch(second, plan.schema) if layout is None or plan.ids else None
+        if layout is None:
+            assert batch is not None
+            if len(plan.layouts) >= self.MAX_LAYOUTS:
+                plan.layouts.clear()
+            layout = plan.layouts[layout_key] = _Layout.of(batch, plan, second.body.address)
+        n = layout.n
+        _check_rows(n, self.max_rows)
+        if plan.refusal is not None:
+            raise InputError(*plan.refusal)
+        ids = plan.batch_ids(batch, n)
+        parser = self.parser
+        if plan.missing and not (ids.all_cards and plan.missing <= set(parser.online_names) and parser.online_enabled):
+            raise InputError(
+                422, "missing_features", f"missing feature column(s) {', '.join(repr(f) for f in plan.missing_list)}"
+            )
+        view = None
+        if layout.stride:
+            # The message body is a zero-copy slice of the request body, and the layout's
+            # values lie inside it (checked, never assumed: else the general path).
+            at, size = second.body.address - buf.address, second.body.size
+            if at >= 0 and at + size <= len(body) and layout.start + layout.stride * (parser.n - 1) + 4 * n <= size:
+                view = np.ndarray(
+                    (n, parser.n), dtype=np.float32, buffer=body, offset=at + layout.start, strides=(4, layout.stride)
+                )
+        if view is not None:
+            x = np.empty((n, parser.n), dtype=np.float32)
+            np.copyto(x, view)
+        else:
+            if batch is None:
+                batch = _read_batch(second, plan.schema)
+            online = set(parser.online_names) if parser.online_enabled and ids.all_cards else set()
+            x = _stacked_matrix(dict(zip(plan.schema.names, batch.columns, strict=True)), parser, n, online)
+        _check_finite(x, parser, ids.all_cards)
+        return x, ids, view
+
+
+def _read_batch(message: Any, schema: pa.Schema) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.read_record_batch(message, schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as exc:
+        raise InputError(400, "malformed_arrow", f"the body is not an Arrow IPC stream: {exc}") from None
+
+
+def _at_end(messages: Any) -> bool:
+    """Whether the stream has no further message (end-of-stream marker or end of the body)."""
+    try:
+        messages.read_next_message()
+    except StopIteration:
+        return True
+    return False
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one stream schema means for one parser (worked out once per schema)."""
+
+    schema: pa.Schema
+    refusal: tuple[int, str, str] | None  # the InputError every batch of this schema gets
+    feature_idx: tuple[int, ...]  # column of each manifest feature, in manifest order (-1: absent)
+    ids: dict[str, int]  # id column name -> column
+    float32: bool  # every feature present, as float32
+    missing: frozenset[str]
+    missing_list: tuple[str, ...]
+    layouts: dict[bytes, _Layout]
+
+    @classmethod
+    def of(cls, schema: pa.Schema, parser: RowParser) -> _Plan:
+        import pyarrow as pa
+
+        names = schema.names
+        refusal: tuple[int, str, str] | None = None
+        unknown = [c for c in names if c not in parser.index and c not in ID_COLUMNS]
+        if len(set(names)) != len(names):
+            refusal = (422, "duplicate_columns", "the stream has duplicate column names")
+        elif unknown:
+            shown = ", ".join(repr(c[:64]) for c in unknown[:5])
+            refusal = (422, "unknown_features", f"unknown column(s) {shown}")
+        index = {c: i for i, c in enumerate(names)}
+        feature_idx = tuple(index.get(f, -1) for f in parser.names)
+        missing = tuple(f for f in parser.names if f not in index)
+        f32 = pa.float32()
+        float32 = not missing and all(schema.field(i).type == f32 for i in feature_idx)
+        ids = {c: index[c] for c in ID_COLUMNS if c in index}
+        return cls(schema, refusal, feature_idx, ids, float32, frozenset(missing), missing[:10], {})
+
+    def batch_ids(self, batch: pa.RecordBatch | None, n: int) -> BatchIds:
+        if batch is None:  # no id columns in this schema
+            return BatchIds(n, None, None, None)
+        by_name = {c: batch.column(i) for c, i in self.ids.items()}
+        return BatchIds(
+            n, _ids(by_name, "card_id", integer=True), _ids(by_name, "transaction_id"), _ids(by_name, "request_id")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where the feature values of one record-batch layout lie, from the start of the message body."""
+
+    n: int
+    start: int
+    stride: int  # 0: not one strided float32 block
+
+    @classmethod
+    def of(cls, batch: pa.RecordBatch, plan: _Plan, body_address: int) -> _Layout:
+        n = batch.num_rows
+        if not plan.float32 or n == 0:
+            return cls(n, 0, 0)
+        found = _strided_layout([batch.column(i) for i in plan.feature_idx], n)
+        if found is None:
+            return cls(n, 0, 0)
+        first, stride = found
+        return cls(n, first - body_address, stride)
+
+
+def _check_rows(n: int, max_rows: int) -> None:
+    if n == 0:
+        raise InputError(422, "empty_batch", "the batch has no rows")
+    if n > max_rows:
+        raise InputError(413, "batch_too_large", f"the batch has {n:,} rows; the maximum is {max_rows:,}")
+
+
+def _check_finite(x: np.ndarray, parser: RowParser, has_cards: bool) -> None:
+    """One pass over the matrix: NaN is allowed only where an online feature is to be fetched."""
+    if np.isfinite(x).all():
+        return
+    bad = ~np.isfinite(x)
+    if parser.online_enabled and has_cards and parser.online_idx.size:
+        cols = parser.online_idx
+        bad[:, cols] &= ~np.isnan(x[:, cols])
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise InputError(
+            422,
+            "out_of_range",
+            f"column {parser.names[c]!r} row {r}: NaN, infinite or beyond the float32 range (|x| <= {FLT_MAX:.6g})",
+        )
+
+
 def parse_arrow_batch(body: bytes, parser: RowParser, max_rows: int) -> tuple[np.ndarray, BatchIds]:
-    """Rows (float32, row-major) and ids of an Arrow IPC stream."""
+    """Rows (float32, row-major) and ids of any Arrow IPC stream (the general path of :class:`ArrowReader`)."""
     import pyarrow as pa
 
     buf = pa.py_buffer(body)
@@ -92,72 +324,46 @@ def parse_arrow_batch(body: bytes, parser: RowParser, max_rows: int) -> tuple[np
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as exc:
         raise InputError(400, "malformed_arrow", f"the body is not an Arrow IPC stream: {exc}") from None
     n = sum(b.num_rows for b in batches)
-    if n == 0:
-        raise InputError(422, "empty_batch", "the batch has no rows")
-    if n > max_rows:
-        raise InputError(413, "batch_too_large", f"the batch has {n:,} rows; the maximum is {max_rows:,}")
-    names = reader.schema.names
-    if len(set(names)) != len(names):
-        raise InputError(422, "duplicate_columns", "the stream has duplicate column names")
-    unknown = [c for c in names if c not in parser.index and c not in ID_COLUMNS]
-    if unknown:
-        raise InputError(422, "unknown_features", f"unknown column(s) {', '.join(repr(c[:64]) for c in unknown[:5])}")
+    _check_rows(n, max_rows)
+    plan = _Plan.of(reader.schema, parser)
+    if plan.refusal is not None:
+        raise InputError(*plan.refusal)
     if len(batches) == 1:
         batch = batches[0]
     else:  # one array per column
         batch = pa.Table.from_batches(batches, reader.schema).combine_chunks().to_batches()[0]
-    by_name = dict(zip(names, batch.columns, strict=True))
-    ids = BatchIds(
-        n, _ids(by_name, "card_id", integer=True), _ids(by_name, "transaction_id"), _ids(by_name, "request_id")
-    )
+    ids = plan.batch_ids(batch, n)
     has_cards = ids.all_cards
     online = set(parser.online_names) if parser.online_enabled else set()
-    missing = [f for f in parser.names if f not in by_name and not (f in online and has_cards)]
+    missing = [f for f in parser.names if f in plan.missing and not (f in online and has_cards)]
     if missing:
         raise InputError(
             422, "missing_features", f"missing feature column(s) {', '.join(repr(f) for f in missing[:10])}"
         )
-    x = None if len(by_name) < parser.n else _strided_matrix(body, buf.address, [by_name[f] for f in parser.names], n)
-    if x is None:
-        x = _stacked_matrix(by_name, parser, n, online if has_cards else set())
-    # One pass over the matrix: NaN is allowed only where an online feature is to be fetched.
-    if not np.isfinite(x).all():
-        bad = ~np.isfinite(x)
-        if online and has_cards:
-            cols = [parser.index[f] for f in online]
-            bad[:, cols] &= ~np.isnan(x[:, cols])
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            raise InputError(
-                422,
-                "out_of_range",
-                f"column {parser.names[c]!r} row {r}: NaN, infinite or beyond the float32 range (|x| <= {FLT_MAX:.6g})",
+    x = None
+    if plan.float32:
+        found = _strided_layout([batch.column(i) for i in plan.feature_idx], n)
+        if found is not None and 0 <= found[0] - buf.address <= len(body) - found[1] * (parser.n - 1) - 4 * n:
+            view = np.ndarray(
+                (n, parser.n), dtype=np.float32, buffer=body, offset=found[0] - buf.address, strides=(4, found[1])
             )
+            x = np.empty((n, parser.n), dtype=np.float32)
+            np.copyto(x, view)
+    if x is None:
+        by_name = dict(zip(reader.schema.names, batch.columns, strict=True))
+        x = _stacked_matrix(by_name, parser, n, online if has_cards else set())
+    _check_finite(x, parser, has_cards)
     return x, ids
 
 
-_BLOCK_ROWS = 64
-
-
-def copy_rows(dst: np.ndarray, src: np.ndarray, at: int = 0) -> None:
-    """``dst[at : at + len(src)] = src`` in blocks of rows that stay in cache.
-
-    When ``dst`` and ``src`` differ in memory order (row-major and column-major), a plain
-    assignment is a transposition that misses the cache on every value: ten times slower
-    than copying 64 rows at a time.
-    """
-    for s in range(0, src.shape[0], _BLOCK_ROWS):
-        block = src[s : s + _BLOCK_ROWS]
-        dst[at + s : at + s + block.shape[0]] = block
-
-
-def _strided_matrix(body: bytes, base: int, columns: list[Any], n: int) -> np.ndarray | None:
-    """The fast path: float32 columns without nulls, at equal distances in the body.
+def _strided_layout(columns: list[Any], n: int) -> tuple[int, int] | None:
+    """(address of the first column's values, distance between columns) when the columns are
+    float32 without nulls at equal distances in memory, each at least ``n`` values apart.
 
     That is how an IPC stream of one record batch lays out a table of float32 feature
-    columns, so the feature block is one strided view of the body; it is copied to
-    row-major order in blocks of rows that stay in cache. ``None`` when the layout is
-    anything else (another type, nulls, several batches, compression): the general path.
+    columns, so the feature block is one strided view of the body, copied to row-major
+    order in one go. ``None`` when the layout is anything else (another type, nulls,
+    several batches, compression): the general path.
     """
     import pyarrow as pa
 
@@ -167,22 +373,12 @@ def _strided_matrix(body: bytes, base: int, columns: list[Any], n: int) -> np.nd
         if col.type != f32 or col.null_count or col.offset:
             return None
         addresses[j] = col.buffers()[1].address
-    start = int(addresses[0]) - base
     stride = int(addresses[1] - addresses[0]) if len(columns) > 1 else 4 * n
-    if (
-        stride < 4 * n
-        or start < 0
-        or start % 4
-        or stride % 4
-        or start + stride * (len(columns) - 1) + 4 * n > len(body)
-    ):
+    if stride < 4 * n or stride % 4 or int(addresses[0]) % 4:
         return None
     if len(columns) > 2 and not (np.diff(addresses) == stride).all():
         return None
-    view = np.ndarray((n, len(columns)), dtype=np.float32, buffer=body, offset=start, strides=(4, stride))
-    x = np.empty((n, len(columns)), dtype=np.float32)
-    copy_rows(x, view)
-    return x
+    return int(addresses[0]), stride
 
 
 def _stacked_matrix(by_name: dict[str, Any], parser: RowParser, n: int, nullable: set[str]) -> np.ndarray:
