@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +173,10 @@ class Model:
 
     Two sessions on the same graph: one with a single intra-op thread for single rows
     (threads cost more than they save on one row) and one with a thread per core for
-    batches. ``predict_one`` reuses one input buffer; it must only be called from one
+    batches. A batch that arrives while another is being scored takes the single-thread
+    session: the cores are busy already, and two single-thread calls side by side score
+    about a third more rows per second than two calls that each split their rows over
+    every core. ``predict_one`` reuses one input buffer; it must only be called from one
     thread at a time (the event loop), ``predict`` is safe from any thread.
     """
 
@@ -205,6 +209,8 @@ class Model:
         self.input_name = manifest.input_name
         self.output_names = [manifest.output_name]
         self._buf = np.zeros((1, self.n_features), dtype=np.float32)
+        self._in_flight = 0  # batches being scored now (see predict)
+        self._lock = threading.Lock()
         self._check_graph()
         # Single rows run through an I/O binding on preallocated input and output buffers:
         # a third cheaper than session.run, which converts and allocates on every call.
@@ -275,8 +281,16 @@ class Model:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities of the rows of ``x`` (float32, shape ``[n, n_features]``)."""
-        session = self._one if x.shape[0] == 1 else self._many
-        out = session.run(self.output_names, {self.input_name: x})[0]
+        if x.shape[0] == 1 or self._many is self._one:
+            return self.predict_small(x)
+        with self._lock:
+            session = self._many if self._in_flight == 0 else self._one
+            self._in_flight += 1
+        try:
+            out = session.run(self.output_names, {self.input_name: x})[0]
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
     def describe(self) -> dict[str, Any]:
