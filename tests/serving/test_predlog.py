@@ -103,8 +103,14 @@ def test_oldest_rows_are_dropped_and_counted_only_beyond_the_bound(tmp_path: Pat
     for i in range(4):
         log.append(_chunk(10, start=10 * i))
     assert log.flush() is False
-    assert log.pending_rows == 20 and log.rows_dropped == 20
-    assert metrics.log_dropped._value.get() == 20
+    # The bound is kept to the row: the 15 oldest go, the 25 newest stay and are written later.
+    assert log.pending_rows == 25 and log.rows_dropped == 15
+    assert metrics.log_dropped._value.get() == 15
+    blocker.unlink()
+    assert log.flush() is True
+    table = pq.ParquetDataset(str(blocker)).read()
+    assert sorted(table.column("request_id").to_pylist()) == sorted(f"r{i}" for i in range(15, 40))
+    assert sorted(table.column("card_id").to_pylist()) == list(range(15, 40))
 
 
 def test_append_refuses_rows_of_another_width(tmp_path: Path) -> None:
@@ -179,3 +185,49 @@ def test_micro_batches_fill_the_column_buffers_across_their_ends(tmp_path: Path)
         log.append_rows(
             ["x"], 0, [None], [None], "m", "4", "champion", np.ones(1), np.ones(1), np.ones(1), np.ones((1, 3))
         )
+
+
+def test_logged_rows_hold_nothing_of_the_request_and_reused_segments_keep_earlier_rows(tmp_path: Path) -> None:
+    """Rows are copied in when logged (the request's arrays can go at once, an Arrow id column
+    read from a body too), and segments written once are filled again without touching what
+    was written from them."""
+    import gc
+    import weakref
+
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    log = PredictionLog(str(tmp_path / "log"), ["a", "b"], flush_rows=6)  # segments of 6 rows
+    expected: dict[str, tuple[float, float, int | None]] = {}
+    for flush in range(3):
+        for req in range(4):  # 4 requests of 4 rows: each flush spans 3 segments
+            n, first = 4, 100 * flush + 10 * req
+            features = np.column_stack([np.arange(first, first + n), -np.arange(first, first + n)]).astype(np.float32)
+            backing = np.arange(first, first + n, dtype=np.int64)  # an id column whose memory is a request's
+            cards = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(backing)])
+            rids = [f"q{first + i}" for i in range(n)]
+            log.append(
+                Chunk(
+                    rids,
+                    1_700_000_000_000_000,
+                    [None] * n,
+                    cards,
+                    "m",
+                    "1",
+                    "champion",
+                    np.full(n, 0.5, np.float32),
+                    np.zeros(n, np.int8),
+                    1.0,
+                    features.T.copy().T,
+                )
+            )
+            refs = [weakref.ref(features), weakref.ref(backing)]
+            del features, backing, cards
+            gc.collect()
+            assert [r() for r in refs] == [None, None]  # nothing of the request is held
+            expected.update({rids[i]: (first + i, -(first + i), first + i) for i in range(n)})
+        assert log.flush() is True
+    table = ds.dataset(str(tmp_path / "log"), format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == len(expected) == 48
+    for rec in table.to_pylist():
+        assert (rec["a"], rec["b"], rec["card_id"]) == expected[rec["request_id"]]

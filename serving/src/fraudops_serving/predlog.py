@@ -7,13 +7,15 @@ model_name, model_version, variant, probability, decision, latency_ms`` and ever
 feature by name (float32). ``root`` is a local directory or any URL PyArrow's
 filesystems understand (``s3://bucket/prefix`` in production).
 
-How it stays off the hot path: a request appends one chunk (references to arrays it
-already has) to an in-memory list, which costs a few microseconds on the event loop.
-A background thread swaps the list out and writes it every ``flush_interval_s`` or
-when ``flush_rows`` rows are pending. A failed write is retried with the same rows;
-only when more than ``max_pending_rows`` are waiting (the sink has been down for long)
-are the oldest rows dropped, counted in ``fraudops_prediction_log_dropped_rows_total``
-and logged. :meth:`PredictionLog.close` (graceful shutdown) writes everything pending.
+How it stays off the hot path: a request copies its rows into preallocated column
+buffers (segments, one open per model and variant; features column-major), which costs
+about a microsecond per row on the event loop and keeps nothing the request allocated.
+A background thread takes the filled segments and writes them every ``flush_interval_s``
+or when ``flush_rows`` rows are pending; written segments are filled again. A failed
+write is retried with the same rows; only when more than ``max_pending_rows`` are waiting
+(the sink has been down for long) are the oldest rows dropped, counted in
+``fraudops_prediction_log_dropped_rows_total`` and logged. :meth:`PredictionLog.close`
+(graceful shutdown) writes everything pending.
 On a local filesystem a file is written under a hidden name and renamed, so a reader
 never sees a half-written file.
 """
@@ -75,7 +77,7 @@ def parquet_options(feature_names: Sequence[str]) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class Chunk:
-    """Rows of one request and one variant.
+    """Rows of one request and one variant, as :meth:`PredictionLog.append` takes them.
 
     The id columns are Python lists (single rows: cheapest to make) or Arrow arrays
     (batches: made by the request parser without a Python object per row). Building the
@@ -154,94 +156,137 @@ def _repeated(values: Sequence[str], counts: np.ndarray) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(uniques, pa.string())).dictionary_decode()
 
 
-def _table(chunks: list[Chunk], feature_names: Sequence[str]) -> pa.Table:
-    import pyarrow as pa
+class _Segment:
+    """Rows of one model and variant in preallocated columns; the features column-major.
 
-    schema = log_schema(feature_names)
-    k = len(chunks)
-    counts = np.fromiter((c.rows for c in chunks), np.int64, k)
-    total = int(counts.sum())
-    ts = np.empty(total, dtype=np.int64)
-    latency = np.empty(total, dtype=np.float32)
-    pos = 0
-    for c, n in zip(chunks, counts.tolist(), strict=True):
-        ts[pos : pos + n] = c.ts_us
-        latency[pos : pos + n] = c.latency_ms
-        pos += n
-    if total < 8 * k:  # mostly single rows (/predict): C-level loops over the chunks
-        probability = np.fromiter(chain.from_iterable(c.probability for c in chunks), np.float32, total)
-        decision = np.fromiter(chain.from_iterable(c.decision for c in chunks), np.int8, total)
-        parts = [np.concatenate([c.features for c in chunks], axis=0)]
-    else:
-        probability = np.concatenate([np.asarray(c.probability, dtype=np.float32).reshape(-1) for c in chunks])
-        decision = np.concatenate([np.asarray(c.decision, dtype=np.int8).reshape(-1) for c in chunks])
-        parts = [c.features for c in chunks]
-    # Features column-major, so that each feature's column is a zero-copy slice. A part is
-    # row-major (single rows, JSON batches) or a column-major view of an Arrow body.
-    features = np.empty((total, len(feature_names)), dtype=np.float32, order="F")
-    pos = 0
-    for part in parts:
-        features[pos : pos + part.shape[0]] = part
-        pos += part.shape[0]
-    columns: list[Any] = [
-        _column([c.request_ids for c in chunks], pa.string()),
-        pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-        _column([c.transaction_ids for c in chunks], pa.string()),
-        _column([c.card_ids for c in chunks], pa.int64()),
-        _repeated([c.model_name for c in chunks], counts),
-        _repeated([c.model_version for c in chunks], counts),
-        _repeated([c.variant for c in chunks], counts),
-        pa.array(probability, pa.float32()),
-        pa.array(decision, pa.int8()),
-        pa.array(latency, pa.float32()),
-    ]
-    columns += [pa.array(features[:, j], pa.float32()) for j in range(features.shape[1])]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-class _Rows:
-    """Single rows of one model and variant, written into preallocated columns.
-
-    ``/predict`` logs one row per request; a chunk object per row would leave the
-    flushing thread thousands of tiny arrays to stitch together while it holds the
-    interpreter. Rows go straight into column buffers instead, sealed into one chunk
-    when full or at a flush.
+    Every request's rows are copied in when it is answered, so that nothing the request
+    allocated (its body above all) outlives it: the memory is reused by the next request
+    instead of faulting in fresh pages. A written segment goes back to a pool and is
+    filled again, so that the log's own buffers are not fresh memory either. At a flush
+    each feature column of a segment is handed to Parquet as it lies, without a copy.
     """
 
-    __slots__ = ("cards", "decision", "features", "key", "latency", "n", "probability", "request_ids", "ts", "txns")
+    __slots__ = ("decision", "features", "key", "latency", "n", "parts", "probability", "start", "ts")
 
-    def __init__(self, key: tuple[str, str, str], capacity: int, width: int) -> None:
-        self.key = key
-        self.features = np.empty((capacity, width), dtype=np.float32)
+    def __init__(self, capacity: int, width: int) -> None:
+        self.features = np.empty((capacity, width), dtype=np.float32, order="F")
         self.probability = np.empty(capacity, dtype=np.float32)
         self.decision = np.empty(capacity, dtype=np.int8)
         self.ts = np.empty(capacity, dtype=np.int64)
         self.latency = np.empty(capacity, dtype=np.float32)
-        self.request_ids: list[str] = []
-        self.txns: list[str | None] = []
-        self.cards: list[int | None] = []
+        self.key = ("", "", "")
+        self.start = 0  # rows before it were dropped (see PredictionLog._requeue)
         self.n = 0
+        # Id columns (request, transaction, card) as parts in row order: lists (single rows)
+        # or Arrow arrays (batches), made into one column each at a flush.
+        self.parts: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
 
-    def seal(self) -> Chunk:
-        n = self.n
-        name, version, variant = self.key
-        return Chunk(
-            self.request_ids,
-            self.ts[:n],
-            self.txns,
-            self.cards,
-            name,
-            version,
-            variant,
-            self.probability[:n],
-            self.decision[:n],
-            self.latency[:n],
-            self.features[:n],
+    @property
+    def capacity(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def rows(self) -> int:
+        return self.n - self.start
+
+    def reset(self, key: tuple[str, str, str]) -> _Segment:
+        self.key, self.start, self.n, self.parts = key, 0, 0, ([], [], [])
+        return self
+
+    def put(
+        self,
+        lo: int,
+        k: int,
+        ids: tuple[Any, Any, Any],
+        ts_us: int | np.ndarray,
+        probability: np.ndarray,
+        decision: np.ndarray,
+        latency_ms: float | np.ndarray,
+        features: np.ndarray,
+    ) -> None:
+        """Copy rows ``lo .. lo + k`` of one request (or micro-batch) in after the rows held."""
+        i, whole = self.n, lo == 0 and k == features.shape[0]
+        hi = lo + k
+        self.features[i : i + k] = features if whole else features[lo:hi]
+        self.probability[i : i + k] = probability if whole else probability[lo:hi]
+        self.decision[i : i + k] = decision if whole else decision[lo:hi]
+        self.ts[i : i + k] = ts_us if np.ndim(ts_us) == 0 else ts_us[lo:hi]  # type: ignore[index]
+        self.latency[i : i + k] = latency_ms if np.ndim(latency_ms) == 0 else latency_ms[lo:hi]  # type: ignore[index]
+        for parts, column in zip(self.parts, ids, strict=True):
+            parts.append(_own(column, lo, k, whole))
+        self.n = i + k
+
+    def drop_oldest(self, k: int) -> None:
+        """Forget the ``k`` oldest rows held (``k < rows``)."""
+        import pyarrow as pa
+
+        types = (pa.string(), pa.string(), pa.int64())
+        self.parts = tuple(  # type: ignore[assignment]
+            [_column(parts, t).slice(k)] for parts, t in zip(self.parts, types, strict=True)
         )
+        self.start += k
+
+    def columns(self) -> dict[str, Any]:
+        """The held rows: NumPy views of the numeric columns, and the id parts."""
+        a, b = self.start, self.n
+        return {
+            "features": self.features[a:b],
+            "probability": self.probability[a:b],
+            "decision": self.decision[a:b],
+            "ts": self.ts[a:b],
+            "latency": self.latency[a:b],
+        }
+
+
+def _own(column: Any, lo: int, k: int, whole: bool) -> Any:
+    """Rows ``lo .. lo + k`` of an id column, holding nothing of the request: a list slice, or
+    a copy of an Arrow array (one read from a request body would keep the whole body alive)."""
+    import pyarrow as pa
+
+    if isinstance(column, pa.Array):
+        return pa.concat_arrays([column if whole else column.slice(lo, k)])
+    return column if whole else column[lo : lo + k]
+
+
+def _table(segments: list[_Segment], feature_names: Sequence[str]) -> pa.Table:
+    """The log table of the held rows of ``segments``: feature columns are zero-copy chunks."""
+    import pyarrow as pa
+
+    schema = log_schema(feature_names)
+    views = [s.columns() for s in segments]
+    counts = np.fromiter((s.rows for s in segments), np.int64, len(segments))
+
+    def numeric(name: str, type_: pa.DataType) -> pa.Array:
+        return pa.array(np.concatenate([v[name] for v in views]), type_)
+
+    def ids(i: int, type_: pa.DataType) -> pa.Array:
+        return _column(list(chain.from_iterable(s.parts[i] for s in segments)), type_)
+
+    f32 = pa.float32()
+    columns: list[Any] = [
+        ids(0, pa.string()),
+        numeric("ts", pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        ids(1, pa.string()),
+        ids(2, pa.int64()),
+        _repeated([s.key[0] for s in segments], counts),
+        _repeated([s.key[1] for s in segments], counts),
+        _repeated([s.key[2] for s in segments], counts),
+        numeric("probability", f32),
+        numeric("decision", pa.int8()),
+        numeric("latency", f32),
+    ]
+    # A column of an F-ordered block is contiguous: Arrow takes it as it lies.
+    columns += [
+        pa.chunked_array([pa.array(v["features"][:, j], f32) for v in views], f32) for j in range(len(feature_names))
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class PredictionLog:
     """Buffered, non-blocking writer of the prediction log."""
+
+    # Rows of a segment (at most; fewer when flush_rows is smaller): 4 MiB of features at 128.
+    SEGMENT_ROWS = 8192
 
     def __init__(
         self,
@@ -261,9 +306,11 @@ class PredictionLog:
         self.flush_rows = flush_rows
         self.max_pending_rows = max_pending_rows
         self.thread_nice = thread_nice
-        self._chunks: list[Chunk] = []
-        self._rows: dict[tuple[str, str, str], _Rows] = {}
-        self._row_capacity = max(1, min(flush_rows, 4096))
+        self._capacity = max(1, min(flush_rows, self.SEGMENT_ROWS))
+        self._sealed: list[_Segment] = []  # full, in the order they were filled
+        self._open: dict[tuple[str, str, str], _Segment] = {}  # being filled, one per model and variant
+        self._free: list[_Segment] = []  # written, ready to be filled again
+        self._max_free = 2 + 2 * -(-flush_rows // self._capacity)
         self._pending = 0
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one flush at a time (thread and close())
@@ -277,15 +324,20 @@ class PredictionLog:
 
     # ------------------------------------------------------------------ hot path
     def append(self, chunk: Chunk) -> None:
-        """Queue the rows of one request (a few microseconds; never touches the sink)."""
-        if chunk.features.shape[1] != len(self.feature_names):
-            raise ValueError(f"log rows have {chunk.features.shape[1]} features, the log {len(self.feature_names)}")
-        with self._lock:
-            self._chunks.append(chunk)
-            self._pending += chunk.rows
-            pending = self._pending
-        if pending >= self.flush_rows:
-            self._wake.set()
+        """Log the rows of one request (copied into the open segment; never touches the sink)."""
+        self.append_rows(
+            chunk.request_ids,
+            chunk.ts_us,
+            chunk.transaction_ids,
+            chunk.card_ids,
+            chunk.model_name,
+            chunk.model_version,
+            chunk.variant,
+            chunk.probability,
+            chunk.decision,
+            chunk.latency_ms,
+            chunk.features,
+        )
 
     def append_row(
         self,
@@ -301,7 +353,7 @@ class PredictionLog:
         latency_ms: float,
         row: np.ndarray,
     ) -> None:
-        """Queue one scored row (``/predict`` without micro-batching): a micro-batch of one."""
+        """Log one scored row (``/predict`` without micro-batching): a micro-batch of one."""
         self.append_rows(
             [request_id],
             ts_us,
@@ -312,71 +364,61 @@ class PredictionLog:
             variant,
             np.array([probability], dtype=np.float32),
             np.array([decision], dtype=np.int8),
-            np.array([latency_ms], dtype=np.float32),
+            latency_ms,
             row.reshape(1, -1),
         )
 
     def append_rows(
         self,
-        request_ids: list[str],
-        ts_us: int,
-        transaction_ids: list[str | None],
-        card_ids: list[int | None],
+        request_ids: Sequence[str] | pa.Array,
+        ts_us: int | np.ndarray,
+        transaction_ids: Sequence[str | None] | pa.Array,
+        card_ids: Sequence[int | None] | pa.Array,
         model_name: str,
         model_version: str,
         variant: str,
-        probability: np.ndarray,
-        decision: np.ndarray,
-        latency_ms: np.ndarray,
+        probability: Any,
+        decision: Any,
+        latency_ms: float | np.ndarray,
         rows: np.ndarray,
     ) -> None:
-        """Queue a few scored rows (a micro-batch of ``/predict``): copied into the open column buffers.
-
-        Thousands of small chunks would leave the flushing thread a Python loop over them while
-        it holds the interpreter, and the event loop waiting; a few full buffers leave it none.
-        """
+        """Log scored rows of one model and variant (a request, a batch or a micro-batch of
+        ``/predict``): copied into the open segment of that model and variant, across as
+        many segments as they fill. ``rows`` may be row- or column-major."""
         key = (model_name, model_version, variant)
         n = rows.shape[0]
-        if rows.shape[1] != len(self.feature_names):
-            raise ValueError(f"log rows have {rows.shape[1]} features, the log {len(self.feature_names)}")
+        if rows.ndim != 2 or rows.shape[1] != len(self.feature_names):
+            raise ValueError(f"log rows have {rows.shape[-1]} features, the log {len(self.feature_names)}")
+        probability, decision = np.asarray(probability), np.asarray(decision)
+        ids = (request_ids, transaction_ids, card_ids)
         with self._lock:
             done = 0
             while done < n:
-                buf = self._rows.get(key)
-                if buf is None:
-                    buf = self._rows[key] = _Rows(key, self._row_capacity, len(self.feature_names))
-                i = buf.n
-                k = min(n - done, self._row_capacity - i)
-                end = done + k
-                buf.features[i : i + k] = rows[done:end]
-                buf.probability[i : i + k] = probability[done:end]
-                buf.decision[i : i + k] = decision[done:end]
-                buf.ts[i : i + k] = ts_us
-                buf.latency[i : i + k] = latency_ms[done:end]
-                if k == n:
-                    buf.request_ids += request_ids
-                    buf.txns += transaction_ids
-                    buf.cards += card_ids
-                else:
-                    buf.request_ids += request_ids[done:end]
-                    buf.txns += transaction_ids[done:end]
-                    buf.cards += card_ids[done:end]
-                buf.n = i + k
-                if buf.n == self._row_capacity:
-                    self._chunks.append(buf.seal())
-                    del self._rows[key]
-                done = end
+                seg = self._open.get(key)
+                if seg is None:
+                    seg = self._open[key] = self._segment(key)
+                k = min(n - done, seg.capacity - seg.n)
+                seg.put(done, k, ids, ts_us, probability, decision, latency_ms, rows)
+                if seg.n == seg.capacity:
+                    self._sealed.append(seg)
+                    del self._open[key]
+                done += k
             self._pending += n
             pending = self._pending
         if pending >= self.flush_rows:
             self._wake.set()
 
-    def _take(self) -> list[Chunk]:
-        """Everything queued, open row buffers sealed (call with the lock held)."""
-        chunks = self._chunks
-        chunks += [rows.seal() for rows in self._rows.values() if rows.n]
-        self._chunks, self._rows = [], {}
-        return chunks
+    def _segment(self, key: tuple[str, str, str]) -> _Segment:
+        """A free segment, or a new one (call with the lock held)."""
+        seg = self._free.pop() if self._free else _Segment(self._capacity, len(self.feature_names))
+        return seg.reset(key)
+
+    def _take(self) -> list[_Segment]:
+        """Every segment holding rows, open ones sealed (call with the lock held)."""
+        segments = self._sealed + [s for s in self._open.values() if s.rows]
+        self._free += [s for s in self._open.values() if not s.rows]
+        self._sealed, self._open = [], {}
+        return segments
 
     @property
     def pending_rows(self) -> int:
@@ -425,36 +467,44 @@ class PredictionLog:
         """Write everything pending now; False when the sink failed (the rows stay queued)."""
         with self._write_lock:
             with self._lock:
-                chunks = self._take()
+                segments = self._take()
                 self._pending = 0
             if self.metrics is not None:
                 self.metrics.log_pending.set(0)
-            if not chunks:
+            if not segments:
                 return True
             try:
-                self._write(chunks)
+                self._write(segments)
             except Exception as exc:  # any sink error: keep the rows, retry later
-                self._requeue(chunks)
+                self._requeue(segments)
                 if self.metrics is not None:
                     self.metrics.log_failures.inc()
                 log.error(
                     "prediction log: flush of %d rows to %s failed (will retry): %s",
-                    sum(c.rows for c in chunks),
+                    sum(s.rows for s in segments),
                     self.root,
                     exc,
                 )
                 return False
+            with self._lock:  # written, and no Arrow array of the flush is left: fill them again
+                room = self._max_free - len(self._free)
+                self._free += segments[: max(room, 0)]
             return True
 
-    def _requeue(self, chunks: list[Chunk]) -> None:
+    def _requeue(self, segments: list[_Segment]) -> None:
         with self._lock:
-            self._chunks[:0] = chunks
-            self._pending += sum(c.rows for c in chunks)
+            self._sealed[:0] = segments
+            self._pending += sum(s.rows for s in segments)
             dropped = 0
-            while self._pending > self.max_pending_rows and self._chunks:
-                oldest = self._chunks.pop(0)
-                self._pending -= oldest.rows
-                dropped += oldest.rows
+            while self._pending > self.max_pending_rows and self._sealed:
+                oldest, excess = self._sealed[0], self._pending - self.max_pending_rows
+                k = min(oldest.rows, excess)
+                if k == oldest.rows:
+                    self._free.append(self._sealed.pop(0))
+                else:
+                    oldest.drop_oldest(k)
+                self._pending -= k
+                dropped += k
             pending = self._pending
         if self.metrics is not None:
             self.metrics.log_pending.set(pending)
@@ -464,12 +514,12 @@ class PredictionLog:
                 self.metrics.log_dropped.inc(dropped)
             log.error("prediction log: dropped %d oldest rows (more than %d pending)", dropped, self.max_pending_rows)
 
-    def _write(self, chunks: list[Chunk]) -> None:
+    def _write(self, segments: list[_Segment]) -> None:
         import pyarrow as pa
         import pyarrow.fs as pafs
         import pyarrow.parquet as pq
 
-        table = _table(chunks, self.feature_names)
+        table = _table(segments, self.feature_names)
         if "://" in self.root:
             fs, base = pafs.FileSystem.from_uri(self.root)
         else:
