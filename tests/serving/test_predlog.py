@@ -231,3 +231,46 @@ def test_logged_rows_hold_nothing_of_the_request_and_reused_segments_keep_earlie
     assert table.num_rows == len(expected) == 48
     for rec in table.to_pylist():
         assert (rec["a"], rec["b"], rec["card_id"]) == expected[rec["request_id"]]
+
+
+def test_row_major_and_column_major_rows_keep_their_ids_in_one_file(tmp_path: Path) -> None:
+    """Single rows go to row-major segments, column-major batches (an Arrow body's view) to
+    column-major ones; one flush writes both, every row with its own ids and values."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    log = PredictionLog(str(tmp_path / "log"), ["a", "b", "c"], flush_rows=5)  # segments of 5 rows
+    expected: dict[str, tuple[list[float], float, int]] = {}
+    for i in range(12):
+        row = np.array([i, 2 * i, 3 * i], dtype=np.float32)
+        log.append_row(f"s{i}", 1_700_000_000_000_000, f"t{i}", i, "m", "1", "champion", i / 100, i % 2, 1.0, row)
+        expected[f"s{i}"] = (row.tolist(), i / 100, i)
+        if i % 4 == 0:  # a batch of 7 rows as a column-major view, between single rows
+            x = np.asfortranarray(np.arange(21, dtype=np.float32).reshape(7, 3) + 1000 * (i + 1))
+            ids = pa.array([f"b{i}-{j}" for j in range(7)])
+            cards = pa.array([10_000 * (i + 1) + j for j in range(7)], pa.int64())
+            p = np.linspace(0.5, 0.9, 7, dtype=np.float32)
+            log.append(
+                Chunk(
+                    ids,
+                    1_700_000_000_000_000,
+                    pa.nulls(7, pa.string()),
+                    cards,
+                    "m",
+                    "1",
+                    "champion",
+                    p,
+                    np.ones(7, np.int8),
+                    2.0,
+                    x,
+                )
+            )
+            expected.update({f"b{i}-{j}": (x[j].tolist(), float(p[j]), 10_000 * (i + 1) + j) for j in range(7)})
+    assert log.flush() is True
+    table = ds.dataset(str(tmp_path / "log"), format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == len(expected) == 12 + 3 * 7
+    for rec in table.to_pylist():
+        values, probability, card = expected[rec["request_id"]]
+        assert [rec["a"], rec["b"], rec["c"]] == values and rec["card_id"] == card
+        assert rec["probability"] == pytest.approx(probability, rel=1e-6)
+        assert rec["transaction_id"] == (f"t{card}" if rec["request_id"].startswith("s") else None)
