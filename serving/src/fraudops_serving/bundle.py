@@ -19,6 +19,7 @@ installs without the ``fraudops`` package and its training dependencies.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -223,6 +224,13 @@ class Model:
         self._binding.bind_output(
             manifest.output_name, "cpu", 0, np.float32, [1] * len(out_shape), self._out.ctypes.data
         )
+        # The bound run without the Python wrapper's per-call checks (WebGPU graph capture,
+        # which a CPU or CUDA session never does); the public method where the private
+        # attributes it needs are not there.
+        try:
+            self._run_bound = functools.partial(self._one._sess.run_with_iobinding, self._binding._iobinding, None)
+        except AttributeError:
+            self._run_bound = functools.partial(self._one.run_with_iobinding, self._binding)
 
     @property
     def buffer(self) -> np.ndarray:
@@ -271,7 +279,7 @@ class Model:
 
     def predict_one(self) -> float:
         """Score the row in :attr:`buffer` (fill it first); event-loop thread only."""
-        self._one.run_with_iobinding(self._binding)
+        self._run_bound()
         return float(self._out[0])
 
     def predict_small(self, x: np.ndarray) -> np.ndarray:
