@@ -213,7 +213,10 @@ def test_operations_endpoints(served: tuple[Any, Path]) -> None:
     text = client.get("/metrics").text
     assert 'fraudops_requests_total{endpoint="predict",status="200"} 1.0' in text
     assert 'fraudops_served_model_info{model_name="fraud-detector",model_version="3",variant="champion"} 1.0' in text
-    assert "fraudops_request_latency_seconds_bucket" in text
+    assert 'fraudops_requests_total{endpoint="predict",status="422"} 1.0' in text
+    assert 'fraudops_request_latency_seconds_count{endpoint="predict"} 1.0' in text
+    assert 'fraudops_request_latency_seconds_bucket{endpoint="predict",le="+Inf"} 1.0' in text
+    assert 'fraudops_request_latency_seconds_bucket{endpoint="predict_batch",le="+Inf"} 0.0' in text
     assert 'fraudops_errors_total{endpoint="predict",reason="missing_features"} 1.0' in text
     assert "fraudops_predictions_total" in text
 
@@ -362,3 +365,43 @@ def test_not_ready_says_why(tmp_path: Path, app_factory: Callable[..., Any]) -> 
     r = client.post("/predict", json={"features": features(0)})
     assert (r.status_code, r.json()["code"]) == (503, "not_ready")
     assert client.get("/health").status_code == 200
+
+
+def test_latency_histogram_counts_each_request_in_its_bucket() -> None:
+    """The scoring endpoints' counts (plain ints on the event loop) read as a Prometheus histogram."""
+    from prometheus_client import generate_latest
+
+    from fraudops_serving.metrics import Metrics
+
+    m = Metrics()
+    for seconds in (0.0004, 0.0005, 0.0012, 0.003, 0.2, 5.0):
+        m.scoring.answered(m.predict, seconds)
+    m.scoring.answered(m.batch, 0.04)
+    m.scoring.failed("predict", 422)
+    m.scoring.failed("predict_batch", 500)
+    text = generate_latest(m.registry).decode()
+    expected = {"0.0005": 2, "0.001": 2, "0.002": 3, "0.003": 4, "0.1": 4, "0.25": 5, "2.5": 5, "+Inf": 6}
+    for le, n in expected.items():
+        assert f'fraudops_request_latency_seconds_bucket{{endpoint="predict",le="{le}"}} {n}.0' in text
+    assert 'fraudops_request_latency_seconds_sum{endpoint="predict"} 5.2051' in text
+    assert 'fraudops_request_latency_seconds_bucket{endpoint="predict_batch",le="0.05"} 1.0' in text
+    assert 'fraudops_requests_total{endpoint="predict",status="200"} 6.0' in text
+    assert 'fraudops_requests_total{endpoint="predict",status="422"} 1.0' in text
+    assert 'fraudops_requests_total{endpoint="predict_batch",status="500"} 1.0' in text
+
+
+def test_generated_request_ids_are_unique_and_a_forked_child_draws_its_own() -> None:
+    import os
+
+    from fraudops_serving.app import new_request_id
+
+    ids = {new_request_id() for _ in range(50_000)}
+    assert len(ids) == 50_000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id must not be the parent's next one
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    assert child != new_request_id() and child not in ids

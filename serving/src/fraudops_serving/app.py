@@ -31,6 +31,7 @@ import gc
 import hashlib
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -65,6 +66,26 @@ JSON = "application/json"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 _BUCKETS = 1 << 32
 VARIANT_CODES = ("champion", "challenger")  # variant code 0, 1 of a batch's rows
+
+
+class _Ids:
+    """Request ids: 128 random bits as 32 hex digits, drawn from a generator seeded from the
+    OS once per process (and again in a forked child), not a system call per request. They
+    must not repeat; they need not be secret."""
+
+    def __init__(self) -> None:
+        self._reseed()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._bits = random.Random(os.urandom(32)).getrandbits
+
+    def __call__(self) -> str:
+        return f"{self._bits(128):032x}"
+
+
+new_request_id = _Ids()
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -375,7 +396,7 @@ def create_app(
         _check_json(ctype)
         payload = _loads(await _read_body(request, settings.max_body_bytes, length))
         item = parser.item(payload)
-        request_id = item.request_id or os.urandom(16).hex()
+        request_id = item.request_id or new_request_id()
         model, variant = champion, "champion"
         challenger = served.challenger
         if challenger is not None and rt.mode == "canary" and rt.goes_to_challenger(item.card_id, request_id):
@@ -433,8 +454,7 @@ def create_app(
                 rt.background(
                     _shadow, rt, challenger, row[None], [request_id], [item.transaction_id], [item.card_id], t0
                 )
-        m.predict_latency.observe(elapsed)
-        m.predict_ok.inc()
+        m.scoring.answered(m.predict, elapsed)
         return _Answer(body)
 
     async def predict_batch(request: Request) -> Response:
@@ -553,8 +573,7 @@ def create_app(
             m.by_variant[variant, 0].inc(dec.size - fraud)
         if challenger is not None and rt.mode == "shadow":
             rt.background(_shadow, rt, challenger, x, request_ids, txn_col, card_col, t0)
-        m.batch_latency.observe(elapsed)
-        m.batch_ok.inc()
+        m.scoring.answered(m.batch, elapsed)
         return Response(out, media_type=ARROW_STREAM if arrow_out else JSON)
 
     # The scoring routes are plain Starlette routes: FastAPI's request handling (dependency
@@ -676,12 +695,12 @@ def _guarded(
         try:
             return await handler(request)
         except InputError as exc:
-            m.requests.labels(endpoint, str(exc.status)).inc()
+            m.scoring.failed(endpoint, exc.status)
             m.errors.labels(endpoint, exc.code).inc()
             return _error(exc.status, exc.code, exc.message)
         except Exception:
             log.exception("%s failed", endpoint)
-            m.requests.labels(endpoint, "500").inc()
+            m.scoring.failed(endpoint, 500)
             m.errors.labels(endpoint, "internal").inc()
             return _error(500, "internal", "internal error; it has been logged")
 

@@ -9,11 +9,79 @@ in one process); label children are resolved once, so the hot path does no label
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import accumulate
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # Sub-millisecond resolution where the predictor lives, up to the 50 ms SLA and beyond.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 VARIANTS = ("champion", "challenger", "shadow")
+
+
+ENDPOINTS = ("predict", "predict_batch")
+
+
+class Endpoint:
+    """Requests answered 200 by one scoring endpoint, with their latency histogram."""
+
+    __slots__ = ("buckets", "ok", "seconds")
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket (the last: +Inf), not cumulative
+        self.seconds = 0.0
+
+
+class ScoringCounts(Collector):
+    """``fraudops_requests_total`` and ``fraudops_request_latency_seconds``, in plain ints.
+
+    Every scoring request is counted and timed; prometheus_client's Counter and Histogram
+    take a lock per update (a histogram two), which cost more than the rest of a request's
+    accounting. The handlers and the micro-batch callbacks all run on the event loop's
+    thread, and ``/metrics`` reads the counts there too, so plain numbers are enough; this
+    collector exposes them as the same metric families.
+    """
+
+    def __init__(self) -> None:
+        self.endpoints = {name: Endpoint() for name in ENDPOINTS}
+        self.refused: dict[tuple[str, str], int] = {}  # (endpoint, HTTP status) -> requests
+
+    def answered(self, endpoint: Endpoint, seconds: float) -> None:
+        """One request answered 200 after ``seconds``."""
+        endpoint.ok += 1
+        endpoint.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        endpoint.seconds += seconds
+
+    def failed(self, endpoint: str, status: int) -> None:
+        key = (endpoint, str(status))
+        self.refused[key] = self.refused.get(key, 0) + 1
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("fraudops_requests", "Scoring requests by endpoint and HTTP status")
+        yield HistogramMetricFamily("fraudops_request_latency_seconds", "Time from request parsed to response built")
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "fraudops_requests", "Scoring requests by endpoint and HTTP status", labels=["endpoint", "status"]
+        )
+        counts = {(name, "200"): e.ok for name, e in self.endpoints.items() if e.ok} | self.refused
+        for (name, status), n in sorted(counts.items()):
+            requests.add_metric([name, status], n)
+        yield requests
+        latency = HistogramMetricFamily(
+            "fraudops_request_latency_seconds",
+            "Time from request parsed to response built, by endpoint",
+            labels=["endpoint"],
+        )
+        bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for name, e in self.endpoints.items():
+            latency.add_metric([name], list(zip(bounds, accumulate(e.buckets), strict=True)), e.seconds)
+        yield latency
 
 
 class Metrics:
@@ -22,19 +90,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "fraudops_requests_total",
-            "Scoring requests by endpoint and HTTP status",
-            ["endpoint", "status"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "fraudops_request_latency_seconds",
-            "Time from request parsed to response built, by endpoint",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.scoring = ScoringCounts()
+        r.register(self.scoring)
         self.predictions = Counter(
             "fraudops_predictions_total",
             "Scored rows by variant and decision (1: fraud)",
@@ -82,10 +139,8 @@ class Metrics:
         )
         self._served_labels: set[tuple[str, str, str]] = set()
         # Hot-path children, resolved once.
-        self.predict_latency = self.latency.labels("predict")
-        self.batch_latency = self.latency.labels("predict_batch")
-        self.predict_ok = self.requests.labels("predict", "200")
-        self.batch_ok = self.requests.labels("predict_batch", "200")
+        self.predict = self.scoring.endpoints["predict"]
+        self.batch = self.scoring.endpoints["predict_batch"]
         self.by_variant = {(v, d): self.predictions.labels(v, str(d)) for v in VARIANTS for d in (0, 1)}
 
     def set_served(self, served: dict[str, tuple[str, str]]) -> None:
