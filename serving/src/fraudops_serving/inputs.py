@@ -82,7 +82,7 @@ class RowParser:
                 if type(v) not in _NUMBER_TYPES:
                     label = repr(names[i]) if names is not None else f"#{i}"
                     raise InputError(
-                        422, "invalid_value", f"{where}: feature {label} must be a number, got {_json_type(v)}"
+                        422, "invalid_value", f"{where}.features: feature {label} must be a number, got {_json_type(v)}"
                     )
 
     def _row(self, values: Sequence[Any], where: str, names: Sequence[str] | None = None) -> np.ndarray:
@@ -103,12 +103,17 @@ class RowParser:
                     raise InputError(
                         422,
                         "out_of_range",
-                        f"{where}: feature {label} = {v!r} is outside the float32 range (|x| <= {FLT_MAX:.6g})",
+                        f"{where}.features: feature {label} = {v!r} is outside the float32 range "
+                        f"(|x| <= {FLT_MAX:.6g})",
                     )
         return row.astype(np.float32)
 
-    def features(self, features: Any, *, card_id: int | None, where: str = "features") -> tuple[np.ndarray, bool]:
-        """The row of ``features`` (object or array) and whether online features must be fetched."""
+    def features(self, features: Any, *, card_id: int | None, where: str = "body") -> tuple[np.ndarray, bool]:
+        """The row of ``features`` (object or array) and whether online features must be fetched.
+
+        ``where`` locates the item in messages (``<where>.features: ...``), written out only
+        for a refusal.
+        """
         if type(features) is dict:
             if len(features) == self.n:
                 try:
@@ -123,13 +128,13 @@ class RowParser:
                 raise InputError(
                     422,
                     "wrong_feature_count",
-                    f"{where}: expected {self.n} values in the manifest's feature order, got {len(features)}",
+                    f"{where}.features: expected {self.n} values in the manifest's feature order, got {len(features)}",
                 )
             return self._row(features, where, self.names), False
         raise InputError(
             422,
             "invalid_features",
-            f"{where}: must be an object keyed by feature name or an array of {self.n} numbers, "
+            f"{where}.features: must be an object keyed by feature name or an array of {self.n} numbers, "
             f"got {_json_type(features)}",
         )
 
@@ -138,7 +143,7 @@ class RowParser:
         if unknown:
             shown = ", ".join(repr(k[:64]) for k in unknown[:5])
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-            raise InputError(422, "unknown_features", f"{where}: unknown feature(s) {shown}{more}")
+            raise InputError(422, "unknown_features", f"{where}.features: unknown feature(s) {shown}{more}")
         missing = [n for n in self.names if n not in features]
         fetchable = self.online_enabled and card_id is not None
         not_online = [n for n in missing if not (fetchable and n in self._online_set)]
@@ -148,7 +153,7 @@ class RowParser:
             hint = ""
             if self.online_enabled and card_id is None and any(n in self._online_set for n in not_online):
                 hint = " (card features are fetched from the online store only when card_id is given)"
-            raise InputError(422, "missing_features", f"{where}: missing feature(s) {shown}{more}{hint}")
+            raise InputError(422, "missing_features", f"{where}.features: missing feature(s) {shown}{more}{hint}")
         present = [n for n in self.names if n in features]
         values = [features[n] for n in present]
         row = np.full(self.n, np.nan, dtype=np.float32)
@@ -175,17 +180,19 @@ class RowParser:
             raise InputError(
                 422, "invalid_card_id", f"{where}.card_id: must be a 64-bit integer, got {_json_type(card_id)}"
             )
-        txn = _optional_id(obj.get("transaction_id"), f"{where}.transaction_id")
-        rid = _optional_id(obj.get("request_id"), f"{where}.request_id")
-        row, needs = self.features(obj["features"], card_id=card_id, where=f"{where}.features")
+        txn = _optional_id(obj.get("transaction_id"), where, "transaction_id")
+        rid = _optional_id(obj.get("request_id"), where, "request_id")
+        row, needs = self.features(obj["features"], card_id=card_id, where=where)
         return Item(row, card_id, txn, rid, needs)
 
 
-def _optional_id(value: Any, where: str) -> str | None:
+def _optional_id(value: Any, where: str, field: str) -> str | None:
     if value is None:
         return None
     if type(value) is not str:
-        raise InputError(422, "invalid_id", f"{where}: must be a string, got {_json_type(value)}")
+        raise InputError(422, "invalid_id", f"{where}.{field}: must be a string, got {_json_type(value)}")
     if not 1 <= len(value) <= MAX_ID_LENGTH:
-        raise InputError(422, "invalid_id", f"{where}: must have 1 to {MAX_ID_LENGTH} characters, got {len(value)}")
+        raise InputError(
+            422, "invalid_id", f"{where}.{field}: must have 1 to {MAX_ID_LENGTH} characters, got {len(value)}"
+        )
     return value
