@@ -219,3 +219,27 @@ def test_zero_failed_requests_while_the_champion_is_swapped(
     log = server.log()
     assert "refused" in log and "truncated or corrupt" in log
     shutil.rmtree(served)
+
+
+def test_the_heap_is_settled_once_when_the_first_model_arrives_after_start_up(
+    make_bundle: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the first model and the prediction log bring in (ONNX Runtime sessions, PyArrow's
+    Parquet writer) lives as long as the process: frozen out of the collector's sight once it
+    is in, so that full collections do not scan it again while requests wait."""
+    from fraudops_serving import app as app_module
+
+    settled: list[str | None] = []
+    served = tmp_path / "served"
+    publish(make_bundle("1"), served)
+    m = _manager(tmp_path, served)
+    rt = app_module.Runtime(m.settings, m, Metrics())
+    monkeypatch.setattr(app_module, "settle_heap", lambda: settled.append(rt.predlog and rt.predlog.root))
+    rt.start()  # start-up first, as the app's lifespan does; the manager's thread loads later
+    assert settled == []
+    m.refresh()
+    assert settled == [rt.predlog.root if rt.predlog else None] and rt.predlog is not None  # log built first
+    publish(make_bundle("2"), served)
+    m.refresh()
+    assert len(settled) == 1  # once
+    rt.predlog.close(5)
