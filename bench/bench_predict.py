@@ -462,25 +462,34 @@ HEADER = (
 )
 
 
+def round_ratio(res: dict[str, Any], num: str, den: str, key: str = "rps") -> tuple[float, float, float]:
+    """Median, lowest and highest of ``num / den`` over the rounds (each round measures both
+    minutes apart at most, so the machine's slow and fast spells cancel out)."""
+    ratios = sorted(
+        a.get(key, float("nan")) / b.get(key, float("nan"))
+        for a, b in zip(res[num]["rounds"], res[den]["rounds"], strict=True)
+    )
+    return ratios[len(ratios) // 2], ratios[0], ratios[-1]
+
+
 def ratio_lines(res: dict[str, Any]) -> list[str]:
-    """The targets' ratios, by measured throughput and by server CPU per request."""
-    pk = {k: v["peak"]["rps"] for k, v in res.items()}
-    cpu = {k: v["peak"].get("cpu_us", float("nan")) for k, v in res.items()}
+    """The targets' ratios, by measured throughput and by server CPU per request (the median
+    of the ratios of each round, with their range)."""
     pred, plain, ceil = "predictor (array body)", "plain FastAPI (array body)", "ceiling (array body)"
+
+    def both(num: str, den: str, fmt: str) -> str:
+        t, lo, hi = round_ratio(res, num, den)
+        c = round_ratio(res, den, num, "cpu_us")[0]  # CPU per request: less is better
+        return f"{t:{fmt}} throughput (rounds {lo:{fmt}}-{hi:{fmt}}), {c:{fmt}} by CPU per request"
+
     lines = [
-        f"predictor / plain FastAPI (array body):   {pk[pred] / pk[plain]:.2f}x throughput, "
-        f"{cpu[plain] / cpu[pred]:.2f}x by CPU per request  (target >= 2x)",
-        f"predictor / bare ceiling (array body):    {pk[pred] / pk[ceil]:.0%} throughput, "
-        f"{cpu[ceil] / cpu[pred]:.0%} by CPU per request  (target >= 70 %)",
+        f"predictor / plain FastAPI (array body):   {both(pred, plain, '.2f')}  (target >= 2x)",
+        f"predictor / bare ceiling (array body):    {both(pred, ceil, '.0%')}  (target >= 70 %)",
         "predictor / bare ceiling (by-name body):  "
-        f"{pk['predictor (by-name body)'] / pk['ceiling (by-name body)']:.0%} throughput, "
-        f"{cpu['ceiling (by-name body)'] / cpu['predictor (by-name body)']:.0%} by CPU per request",
+        + both("predictor (by-name body)", "ceiling (by-name body)", ".0%"),
     ]
-    if "mlflow models serve" in pk:
-        lines.append(
-            f"predictor / mlflow models serve:          {pk[pred] / pk['mlflow models serve']:.1f}x throughput, "
-            f"{cpu['mlflow models serve'] / cpu[pred]:.1f}x by CPU per request"
-        )
+    if "mlflow models serve" in res:
+        lines.append(f"predictor / mlflow models serve:          {both(pred, 'mlflow models serve', '.1f')}")
     lines.append(f"predictor p99 at half of its peak load:   {res[pred]['half']['p99_ms']:.2f} ms  (target < 5 ms)")
     return lines
 
@@ -499,8 +508,9 @@ def interleaved(targets: dict[str, tuple[int, bytes]], seconds: float, rounds: i
             peaks[label].append(asyncio.run(closed_loop(port, raw, seconds, 2_000_000)))
     out: dict[str, Any] = {}
     for label, rs in peaks.items():
-        rs.sort(key=lambda r: r["rps"])
-        out[label] = {"peak": {**rs[len(rs) // 2], "errors": sum(r["errors"] for r in rs)}}
+        by_rps = sorted(rs, key=lambda r: r["rps"])
+        # Per round, in order: ratios are taken between targets measured minutes apart at most.
+        out[label] = {"peak": {**by_rps[len(rs) // 2], "errors": sum(r["errors"] for r in rs)}, "rounds": rs}
     halves: dict[str, list[dict[str, Any]]] = {k: [] for k in targets}
     for _ in range(max(1, rounds // 2) | 1):  # an odd count: the median is a measured round
         for label, (port, raw) in targets.items():
@@ -557,74 +567,132 @@ def http_section(bundle: str, workdir: Path, seconds: float, rounds: int, with_m
         return interleaved(targets, seconds, rounds)
 
 
-def batch_section(bundle: str, workdir: Path, seconds: float, rows: int) -> dict[str, tuple[float, float]]:
+RAW_DEFAULT = "raw InferenceSession.run, default options"
+RAW_ONE = "raw InferenceSession.run, 1 thread"
+ARROW = "/predict/batch, Arrow in and out"
+ARROW_NO_LOG = "/predict/batch, Arrow, prediction log off"
+JSON_BATCH = "/predict/batch, JSON in and out"
+
+
+def batch_section(
+    bundle: str, workdir: Path, seconds: float, rows: int, rounds: int
+) -> dict[str, list[tuple[float, float]]]:
     """Rows per second and CPU microseconds per row, raw ONNX Runtime vs /predict/batch (JSON, Arrow).
 
     Everything here runs on every core, as deployed: raw ``InferenceSession.run`` with
     ONNX Runtime's default options in this process, and the predictor with its defaults
-    (one batch thread per core, the prediction log on). The load generator only sends
-    prepared bodies over four connections, so it takes little of the machine. The CPU
-    figures (all threads of the server process, per row) show where the time goes.
+    (one batch thread per core, the prediction log on; a second one with the log off).
+    The load generator only sends prepared bodies over four connections, so it takes
+    little of the machine. Raw ONNX Runtime and the predictors are measured in turn,
+    ``rounds`` times: each ratio is taken within a round. The CPU figures (all threads of
+    the server process, per row) show where the time goes.
     """
     os.sched_setaffinity(0, _all_cpus())  # the HTTP section pins the generator; batch runs unpinned
     try:
-        return _batch(bundle, workdir, seconds, rows)
+        return _batch(bundle, workdir, seconds, rows, rounds)
     finally:
         _pin_generator()  # the sections after this one pin their servers again
 
 
-def _batch(bundle: str, workdir: Path, seconds: float, rows: int) -> dict[str, tuple[float, float]]:
+def _batch(bundle: str, workdir: Path, seconds: float, rows: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
     import onnxruntime as ort
     import pyarrow as pa
 
     model, names, _ = _model_and_names(bundle)
     rng = np.random.default_rng(1)
     x = rng.normal(0, 1, (rows, len(names))).astype(np.float32)
-    out: dict[str, tuple[float, float]] = {}
-    for label, threads in (("raw InferenceSession.run, default options", 0), ("raw InferenceSession.run, 1 thread", 1)):
+    sessions = {}
+    for label, threads in ((RAW_DEFAULT, 0), (RAW_ONE, 1)):
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
-        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        sessions[label] = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         for _ in range(5):
-            sess.run(None, {"features": x})
+            sessions[label].run(None, {"features": x})
+
+    def raw_run(sess: Any) -> tuple[float, float]:
         n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
             sess.run(None, {"features": x})
             n += 1
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        out[label] = (n * rows / wall, cpu / (n * rows) * 1e6)
+        return n * rows / wall, cpu / (n * rows) * 1e6
+
     json_body = orjson.dumps({"transactions": [{"features": r} for r in x.astype(float).round(5).tolist()]})
     sink = pa.BufferOutputStream()
     table = pa.table({n: x[:, j] for j, n in enumerate(names)})
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
     arrow_body = sink.getvalue().to_pybytes()
-    port = free_port()
-    env = predictor_env(
-        bundle,
-        workdir,
-        port,
-        FRAUDOPS_SERVING_MAX_BATCH_ROWS=str(rows),
-        FRAUDOPS_SERVING_MAX_BODY_BYTES=str(max(8 << 20, 2 * len(json_body))),
-    )
-    cases = (
-        ("/predict/batch, JSON in and out", json_body, "application/json", True),
-        ("/predict/batch, Arrow in and out", arrow_body, "application/vnd.apache.arrow.stream", True),
+    ports = {True: free_port(), False: free_port()}  # prediction log on, off
+
+    def request(logged: bool, body: bytes, ctype: str) -> bytes:
+        raw = http_request(ports[logged], "/predict/batch", body, ctype)
+        if "arrow" in ctype:  # ask for an Arrow answer too
+            raw = raw.replace(b"\r\n\r\n", b"\r\nAccept: application/vnd.apache.arrow.stream\r\n\r\n", 1)
+        return raw
+
+    arrow = "application/vnd.apache.arrow.stream"
+    cases = {
+        ARROW: (True, request(True, arrow_body, arrow)),
         # What the prediction log (a Parquet row per scored row) costs in that number:
-        ("/predict/batch, Arrow, prediction log off", arrow_body, "application/vnd.apache.arrow.stream", False),
-    )
-    for label, body, ctype, logged in cases:
-        extra = {} if logged else {"FRAUDOPS_SERVING_LOG_ENABLED": "false"}
-        with server([PY, "-m", "fraudops_serving"], port, "/ready", {**env, **extra}, pin=False):
-            raw = http_request(port, "/predict/batch", body, ctype)
-            if "arrow" in ctype:  # ask for an Arrow answer too
-                raw = raw.replace(b"\r\n\r\n", b"\r\nAccept: application/vnd.apache.arrow.stream\r\n\r\n", 1)
-            asyncio.run(closed_loop(port, raw, 1.0, 1000, conns=4))
-            r = asyncio.run(closed_loop(port, raw, seconds, 100_000, conns=4))
-            if r["errors"]:
-                raise RuntimeError(f"{label}: {r['errors']} failed requests")
-            out[label] = (r["rps"] * rows, r.get("cpu_us", float("nan")) / rows)
+        ARROW_NO_LOG: (False, request(False, arrow_body, arrow)),
+        JSON_BATCH: (True, request(True, json_body, "application/json")),
+    }
+    out: dict[str, list[tuple[float, float]]] = {k: [] for k in (RAW_DEFAULT, RAW_ONE, *cases)}
+    with contextlib.ExitStack() as stack:
+        for logged, port in ports.items():
+            env = predictor_env(
+                bundle,
+                workdir / f"log-{logged}",
+                port,
+                FRAUDOPS_SERVING_MAX_BATCH_ROWS=str(rows),
+                FRAUDOPS_SERVING_MAX_BODY_BYTES=str(max(8 << 20, 2 * len(json_body))),
+                **({} if logged else {"FRAUDOPS_SERVING_LOG_ENABLED": "false"}),
+            )
+            stack.enter_context(server([PY, "-m", "fraudops_serving"], port, "/ready", env, pin=False))
+        for logged, raw in cases.values():  # warm-up
+            asyncio.run(closed_loop(ports[logged], raw, 1.0, 1000, conns=4))
+        for _ in range(rounds):
+            for label, sess in sessions.items():
+                out[label].append(raw_run(sess))
+            for label, (logged, raw) in cases.items():
+                r = asyncio.run(closed_loop(ports[logged], raw, seconds, 100_000, conns=4))
+                if r["errors"]:
+                    raise RuntimeError(f"{label}: {r['errors']} failed requests")
+                out[label].append((r["rps"] * rows, r.get("cpu_us", float("nan")) / rows))
     return out
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def batch_lines(b: dict[str, list[tuple[float, float]]], rows: int) -> list[str]:
+    """The batch table (medians of the rounds) and its ratios (medians of each round's ratio)."""
+    lines = [f"batch scoring, {rows:,} rows per call: rows/s, CPU us per row (server process), median of rounds"]
+    for label, rs in b.items():
+        lines.append(
+            f"  {label:<45} {_median([r for r, _ in rs]):>10,.0f} rows/s {_median([c for _, c in rs]):>8.2f} us/row"
+        )
+
+    def ratio(num: str, den: str) -> tuple[float, float, float]:
+        rs = sorted(a[0] / d[0] for a, d in zip(b[num], b[den], strict=True))
+        return rs[len(rs) // 2], rs[0], rs[-1]
+
+    t, lo, hi = ratio(ARROW, RAW_DEFAULT)
+    lines.append(
+        f"  Arrow batch / raw InferenceSession.run (default options): {t:.0%} of its rows/s "
+        f"(rounds {lo:.0%}-{hi:.0%})  (target >= 50 %)"
+    )
+    t, lo, hi = ratio(ARROW_NO_LOG, RAW_DEFAULT)
+    lines.append(f"  the same with the prediction log off: {t:.0%} (rounds {lo:.0%}-{hi:.0%})")
+    cpu = {k: _median([c for _, c in rs]) for k, rs in b.items()}
+    lines.append(
+        f"  server CPU per row: {cpu[ARROW]:.2f} us (the model alone: {cpu[RAW_ONE]:.2f} us with one thread); "
+        f"{cpu[ARROW_NO_LOG]:.2f} us with the prediction log off"
+    )
+    lines.append(f"  JSON batch / raw (default options): {ratio(JSON_BATCH, RAW_DEFAULT)[0]:.0%} of its rows/s")
+    return lines
 
 
 def online_section(bundle: str, workdir: Path, seconds: float) -> dict[str, Any] | None:
@@ -751,23 +819,10 @@ def main() -> None:
             for line in ratio_lines(res):
                 print(line)
         if args.only in (None, "batch"):
-            b = batch_section(bundle, workdir, seconds, args.batch_rows)
-            print(f"\nbatch scoring, {args.batch_rows:,} rows per call: rows/s, CPU us per row (server process)")
-            for label, (rps, cpu) in b.items():
-                print(f"  {label:<45} {rps:>10,.0f} rows/s {cpu:>8.2f} us/row")
-            arrow = b["/predict/batch, Arrow in and out"]
-            ref = b["raw InferenceSession.run, default options"]
-            print(
-                f"  Arrow batch / raw InferenceSession.run (default options): {arrow[0] / ref[0]:.0%} of its rows/s"
-                "  (target >= 50 %)"
-            )
-            one = b["raw InferenceSession.run, 1 thread"]
-            print(
-                f"  server CPU per row: {arrow[1]:.2f} us (the model alone: {one[1]:.2f} us with one thread); "
-                f"{b['/predict/batch, Arrow, prediction log off'][1]:.2f} us with the prediction log off"
-            )
-            json_b = b["/predict/batch, JSON in and out"]
-            print(f"  JSON batch / raw (default options): {json_b[0] / ref[0]:.0%} of its rows/s")
+            b = batch_section(bundle, workdir, seconds, args.batch_rows, args.rounds)
+            print()
+            for line in batch_lines(b, args.batch_rows):
+                print(line)
         if args.only in (None, "online"):
             o = online_section(bundle, workdir, seconds)
             if o:
