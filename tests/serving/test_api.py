@@ -368,7 +368,7 @@ def test_not_ready_says_why(tmp_path: Path, app_factory: Callable[..., Any]) -> 
 
 
 def test_latency_histogram_counts_each_request_in_its_bucket() -> None:
-    """The scoring endpoints' counts (plain ints on the event loop) read as a Prometheus histogram."""
+    """The scoring endpoints' counts (plain numbers) read as Prometheus counters and a histogram."""
     from prometheus_client import generate_latest
 
     from fraudops_serving.metrics import Metrics
@@ -379,6 +379,8 @@ def test_latency_histogram_counts_each_request_in_its_bucket() -> None:
     m.scoring.answered(m.batch, 0.04)
     m.scoring.failed("predict", 422)
     m.scoring.failed("predict_batch", 500)
+    m.scoring.predicted("champion", 7, 2)
+    m.scoring.predicted("shadow", 3, 0)
     text = generate_latest(m.registry).decode()
     expected = {"0.0005": 2, "0.001": 2, "0.002": 3, "0.003": 4, "0.1": 4, "0.25": 5, "2.5": 5, "+Inf": 6}
     for le, n in expected.items():
@@ -388,6 +390,10 @@ def test_latency_histogram_counts_each_request_in_its_bucket() -> None:
     assert 'fraudops_requests_total{endpoint="predict",status="200"} 6.0' in text
     assert 'fraudops_requests_total{endpoint="predict",status="422"} 1.0' in text
     assert 'fraudops_requests_total{endpoint="predict_batch",status="500"} 1.0' in text
+    assert 'fraudops_predictions_total{decision="1",variant="champion"} 2.0' in text
+    assert 'fraudops_predictions_total{decision="0",variant="champion"} 5.0' in text
+    assert 'fraudops_predictions_total{decision="0",variant="shadow"} 3.0' in text
+    assert 'fraudops_predictions_total{decision="1",variant="challenger"} 0.0' in text
 
 
 def test_generated_request_ids_are_unique_and_a_forked_child_draws_its_own() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -64,19 +65,19 @@ def test_every_scored_row_is_in_the_log_after_a_graceful_shutdown(
     assert str(schema.field("ts").type) == "timestamp[us, tz=UTC]" and str(schema.field("decision").type) == "int8"
 
 
-def _chunk(n: int, start: int = 0) -> Chunk:
+def _chunk(n: int, start: int = 0, *, request_ids: Any = None, cards: Any = None, features: Any = None) -> Chunk:
     return Chunk(
-        [f"r{start + i}" for i in range(n)],
+        [f"r{start + i}" for i in range(n)] if request_ids is None else request_ids,
         1_700_000_000_000_000,
         [None] * n,
-        [start + i for i in range(n)],
+        [start + i for i in range(n)] if cards is None else cards,
         "m",
         "1",
         "champion",
         np.full(n, 0.5, np.float32),
         np.zeros(n, np.int8),
         1.0,
-        np.zeros((n, 3), np.float32),
+        np.zeros((n, 3), np.float32) if features is None else features,
     )
 
 
@@ -206,21 +207,7 @@ def test_logged_rows_hold_nothing_of_the_request_and_reused_segments_keep_earlie
             backing = np.arange(first, first + n, dtype=np.int64)  # an id column whose memory is a request's
             cards = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(backing)])
             rids = [f"q{first + i}" for i in range(n)]
-            log.append(
-                Chunk(
-                    rids,
-                    1_700_000_000_000_000,
-                    [None] * n,
-                    cards,
-                    "m",
-                    "1",
-                    "champion",
-                    np.full(n, 0.5, np.float32),
-                    np.zeros(n, np.int8),
-                    1.0,
-                    features.T.copy().T,
-                )
-            )
+            log.append(_chunk(n, request_ids=rids, cards=cards, features=features.T.copy().T))
             refs = [weakref.ref(features), weakref.ref(backing)]
             del features, backing, cards
             gc.collect()

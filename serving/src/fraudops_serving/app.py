@@ -471,7 +471,7 @@ def create_app(
                     elapsed * 1000.0,
                     row,
                 )
-            m.by_variant[variant, decision].inc()
+            m.scoring.predicted(variant, 1, decision)
             if challenger is not None and rt.mode == "shadow":
                 rt.background(
                     _shadow, rt, challenger, row[None], [request_id], [item.transaction_id], [item.card_id], t0
@@ -591,8 +591,7 @@ def create_app(
             )
             dec = decision if idx is None else decision[idx]
             fraud = int(np.count_nonzero(dec))
-            m.by_variant[variant, 1].inc(fraud)
-            m.by_variant[variant, 0].inc(dec.size - fraud)
+            m.scoring.predicted(variant, dec.size, fraud)
         if challenger is not None and rt.mode == "shadow":
             rt.background(_shadow, rt, challenger, x, request_ids, txn_col, card_col, t0)
         m.scoring.answered(m.batch, elapsed)
@@ -838,5 +837,4 @@ def _shadow(
         )
     )
     fraud = int(d.sum())
-    rt.metrics.by_variant["shadow", 1].inc(fraud)
-    rt.metrics.by_variant["shadow", 0].inc(len(d) - fraud)
+    rt.metrics.scoring.predicted("shadow", len(d), fraud)

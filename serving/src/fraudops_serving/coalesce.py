@@ -217,12 +217,7 @@ class Coalescer:
                 latency,
                 x,
             )
-        n, fraud = len(decisions), sum(decisions)
-        by_variant = self.metrics.by_variant
-        if fraud:
-            by_variant[pending.variant, 1].inc(fraud)
-        if n - fraud:
-            by_variant[pending.variant, 0].inc(n - fraud)
+        self.metrics.scoring.predicted(pending.variant, len(decisions), sum(decisions))
         if self.shadow is not None and pending.variant == "champion":
             self.shadow(x, ids, txns, cards, min(t0))
 

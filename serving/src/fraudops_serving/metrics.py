@@ -9,6 +9,7 @@ in one process); label children are resolved once, so the hot path does no label
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import accumulate
@@ -38,18 +39,30 @@ class Endpoint:
 
 
 class ScoringCounts(Collector):
-    """``fraudops_requests_total`` and ``fraudops_request_latency_seconds``, in plain ints.
+    """``fraudops_requests_total``, ``fraudops_request_latency_seconds`` and
+    ``fraudops_predictions_total``, in plain numbers.
 
-    Every scoring request is counted and timed; prometheus_client's Counter and Histogram
-    take a lock per update (a histogram two), which cost more than the rest of a request's
+    Every scoring request is counted and timed, every micro-batch's rows counted by
+    decision; prometheus_client's Counter and Histogram spend more per update (label
+    checks, exemplars, a lock each; a histogram two) than the rest of a request's
     accounting. The handlers and the micro-batch callbacks all run on the event loop's
-    thread, and ``/metrics`` reads the counts there too, so plain numbers are enough; this
-    collector exposes them as the same metric families.
+    thread, and ``/metrics`` reads the counts there too, so plain numbers are enough for
+    requests; predictions are also counted by shadow scoring in worker threads, so they
+    take one plain lock. This collector exposes them as the same metric families.
     """
 
     def __init__(self) -> None:
         self.endpoints = {name: Endpoint() for name in ENDPOINTS}
         self.refused: dict[tuple[str, str], int] = {}  # (endpoint, HTTP status) -> requests
+        self._predictions = {(v, d): 0 for v in VARIANTS for d in (0, 1)}  # (variant, decision) -> rows
+        self._lock = threading.Lock()
+
+    def predicted(self, variant: str, rows: int, fraud: int) -> None:
+        """``rows`` scored by ``variant``, ``fraud`` of them with decision 1."""
+        with self._lock:
+            counts = self._predictions
+            counts[variant, 1] += fraud
+            counts[variant, 0] += rows - fraud
 
     def answered(self, endpoint: Endpoint, seconds: float) -> None:
         """One request answered 200 after ``seconds``."""
@@ -64,6 +77,7 @@ class ScoringCounts(Collector):
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily("fraudops_requests", "Scoring requests by endpoint and HTTP status")
         yield HistogramMetricFamily("fraudops_request_latency_seconds", "Time from request parsed to response built")
+        yield CounterMetricFamily("fraudops_predictions", "Scored rows by variant and decision (1: fraud)")
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -82,6 +96,14 @@ class ScoringCounts(Collector):
         for name, e in self.endpoints.items():
             latency.add_metric([name], list(zip(bounds, accumulate(e.buckets), strict=True)), e.seconds)
         yield latency
+        predictions = CounterMetricFamily(
+            "fraudops_predictions", "Scored rows by variant and decision (1: fraud)", labels=["variant", "decision"]
+        )
+        with self._lock:
+            predicted = dict(self._predictions)
+        for (variant, decision), n in predicted.items():
+            predictions.add_metric([variant, str(decision)], n)
+        yield predictions
 
 
 class Metrics:
@@ -92,12 +114,6 @@ class Metrics:
         r = self.registry
         self.scoring = ScoringCounts()
         r.register(self.scoring)
-        self.predictions = Counter(
-            "fraudops_predictions_total",
-            "Scored rows by variant and decision (1: fraud)",
-            ["variant", "decision"],
-            registry=r,
-        )
         self.errors = Counter(
             "fraudops_errors_total",
             "Failed scoring requests by endpoint and reason",
@@ -141,7 +157,6 @@ class Metrics:
         # Hot-path children, resolved once.
         self.predict = self.scoring.endpoints["predict"]
         self.batch = self.scoring.endpoints["predict_batch"]
-        self.by_variant = {(v, d): self.predictions.labels(v, str(d)) for v in VARIANTS for d in (0, 1)}
 
     def set_served(self, served: dict[str, tuple[str, str]]) -> None:
         """Replace the served-model gauge: ``{variant: (model_name, model_version)}``."""

@@ -216,11 +216,18 @@ class _Segment:
         """
         i, j, hi = self.n, self.n + k, lo + k
         whole = lo == 0 and k == features.shape[0]
-        self.features[i:j] = features if whole else features[lo:hi]
-        self.probability[i:j] = probability if whole else probability[lo:hi]
-        self.decision[i:j] = decision if whole else decision[lo:hi]
-        self.ts[i:j] = ts_us[lo:hi] if isinstance(ts_us, np.ndarray) else ts_us
-        self.latency[i:j] = latency_ms[lo:hi] if isinstance(latency_ms, np.ndarray | list) else latency_ms
+        if k == 1:  # one row (most micro-batches below peak load): item stores, no slices
+            self.features[i] = features[lo]
+            self.probability[i] = probability[lo]
+            self.decision[i] = decision[lo]
+            self.ts[i] = ts_us[lo] if isinstance(ts_us, np.ndarray) else ts_us
+            self.latency[i] = latency_ms[lo] if isinstance(latency_ms, np.ndarray | list) else latency_ms
+        else:
+            self.features[i:j] = features if whole else features[lo:hi]
+            self.probability[i:j] = probability if whole else probability[lo:hi]
+            self.decision[i:j] = decision if whole else decision[lo:hi]
+            self.ts[i:j] = ts_us[lo:hi] if isinstance(ts_us, np.ndarray) else ts_us
+            self.latency[i:j] = latency_ms[lo:hi] if isinstance(latency_ms, np.ndarray | list) else latency_ms
         for parts, column in zip(self.parts, ids, strict=True):
             if type(column) is list:  # runs of single rows share one list
                 run = column if whole else column[lo:hi]
