@@ -480,7 +480,8 @@ def ratio_lines(res: dict[str, Any]) -> list[str]:
     def both(num: str, den: str, fmt: str) -> str:
         t, lo, hi = round_ratio(res, num, den)
         c = round_ratio(res, den, num, "cpu_us")[0]  # CPU per request: less is better
-        return f"{t:{fmt}} throughput (rounds {lo:{fmt}}-{hi:{fmt}}), {c:{fmt}} by CPU per request"
+        x = "" if fmt.endswith("%") else "x"
+        return f"{t:{fmt}}{x} throughput (rounds {lo:{fmt}}{x}-{hi:{fmt}}{x}), {c:{fmt}}{x} by CPU per request"
 
     lines = [
         f"predictor / plain FastAPI (array body):   {both(pred, plain, '.2f')}  (target >= 2x)",
