@@ -193,7 +193,8 @@ class Coalescer:
                 fut.set_exception(InputError(422, "unscorable_input", UNSCORABLE))
         ids, txns, cards, t0 = pending.request_ids, pending.txns, pending.cards, pending.t0
         if unscorable:
-            keep = [i for i in range(len(probabilities)) if i not in set(unscorable)]
+            refused = set(unscorable)
+            keep = [i for i in range(len(probabilities)) if i not in refused]
             if not keep:
                 return
             x = x[keep]

@@ -165,7 +165,7 @@ class _Segment:
     filled again, so that the log's own buffers are not fresh memory either.
 
     Features are row-major in a segment of single rows and micro-batches (a row is 512
-    contiguous bytes, not one value on each of 128 pages) and column-major in a segment of
+    contiguous bytes, not one value in each of 128 columns) and column-major in a segment of
     batches (copied from an Arrow body's columns as they lie, and handed to Parquet
     column by column without a copy).
     """
@@ -250,7 +250,7 @@ class _Segment:
         self.start += k
 
     def columns(self) -> dict[str, Any]:
-        """The held rows: NumPy views of the numeric columns, and the id parts."""
+        """NumPy views of the held rows of the numeric columns (the ids are in ``parts``)."""
         a, b = self.start, self.n
         return {
             "features": self.features[a:b],
