@@ -96,10 +96,6 @@ class Chunk:
     latency_ms: float | np.ndarray  # one for the chunk, or one per row
     features: np.ndarray  # [rows, n_features] float32
 
-    @property
-    def rows(self) -> int:
-        return len(self.request_ids)
-
 
 def log_schema(feature_names: Sequence[str]) -> pa.Schema:
     """The Arrow schema of a prediction-log file."""
@@ -261,14 +257,12 @@ class _Segment:
         }
 
 
-def _own(column: Any, lo: int, k: int, whole: bool) -> Any:
-    """Rows ``lo .. lo + k`` of an id column, holding nothing of the request: a list slice, or
-    a copy of an Arrow array (one read from a request body would keep the whole body alive)."""
+def _own(column: pa.Array, lo: int, k: int, whole: bool) -> pa.Array:
+    """Rows ``lo .. lo + k`` of an Arrow id column, copied: one read from a request body would
+    keep the whole body alive."""
     import pyarrow as pa
 
-    if isinstance(column, pa.Array):
-        return pa.concat_arrays([column if whole else column.slice(lo, k)])
-    return column if whole else column[lo : lo + k]
+    return pa.concat_arrays([column if whole else column.slice(lo, k)])
 
 
 def _table(segments: list[_Segment], feature_names: Sequence[str]) -> pa.Table:
