@@ -88,3 +88,36 @@ def test_fraudops_serve_starts_the_same_server(make_bundle: Callable[..., Path],
     assert got["FRAUDOPS_SERVING_FEATURE_SCHEMA_VERSION"] == schema.FEATURE_SCHEMA_VERSION
     assert got["FRAUDOPS_SERVING_EXPECTED_FEATURE_NAMES"].split(",") == list(schema.FEATURE_NAMES)
     assert got["FRAUDOPS_SERVING_BUNDLE_DIR"] == str(bundle)
+
+
+_CHURN = """
+import resource, sys
+from fraudops_serving.server import keep_freed_memory
+tuned = keep_freed_memory() if sys.argv[1] == "tuned" else None
+def churn():
+    for _ in range(200):  # a half-megabyte request body read in two chunks, and a copy of it
+        body = b"".join([bytes(300_000), bytes(300_000)])
+        copy = bytearray(body)
+        del body, copy
+churn()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+churn()
+print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_the_server_keeps_freed_memory_so_large_bodies_reuse_their_pages() -> None:
+    """Without the allocator setting every half-megabyte body faults in fresh pages; with it
+    (what the server sets at start), the same work faults in none once warm. An operator's
+    own MALLOC_*_THRESHOLD_ wins: the server then changes nothing."""
+
+    def run(mode: str, **env: str) -> tuple[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", _CHURN, mode], capture_output=True, text=True, check=True, env={**os.environ, **env}
+        ).stdout.split()
+        return out[0], int(out[1])
+
+    plain, tuned = run("plain"), run("tuned")
+    assert plain[1] > 10_000, plain  # pages faulted in again and again
+    assert tuned == ("True", 0)
+    assert run("tuned", MALLOC_TRIM_THRESHOLD_="131072")[0] == "False"

@@ -34,11 +34,44 @@ def setup_logging(level: str = "INFO") -> None:
     )
 
 
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
+    """Ask glibc's allocator to keep freed memory for reuse instead of returning it to the kernel.
+
+    A batch request allocates its body and a few copies of it (half a megabyte for 1,000
+    rows), then frees them. By default glibc serves such blocks with fresh ``mmap``s or
+    trims them off the heap when freed, so every request faults in (and the kernel zeroes)
+    new pages: 70 page faults a request, measured. Raised thresholds keep those blocks on
+    the heap and the heap's top in place: the next request reuses the same pages (0 faults).
+    The process's memory then stays at its high-water mark, which the body-size limit and
+    the concurrency bound. Returns False where the C library is not glibc (nothing changed).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        return False  # the operator tuned the allocator: theirs wins
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1)
+    return bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1) and ok
+
+
 def build_app() -> FastAPI:
     """The app factory uvicorn calls in each worker."""
     from fraudops_serving.app import create_app
 
     setup_logging(os.environ.get("FRAUDOPS_SERVING_LOG_LEVEL", "INFO"))
+    if not keep_freed_memory():
+        log.info("allocator left as it is (not glibc, or MALLOC_*_THRESHOLD_ set)")
     return create_app(ServingSettings())
 
 
