@@ -37,9 +37,12 @@ def test_the_same_layout_again_reads_the_new_values(reader: ArrowReader) -> None
         x = rng.normal(0, 1, (6, len(NAMES))).astype(np.float32)
         got, ids, view = reader.parse(_stream(_features(x)))
         np.testing.assert_array_equal(got, x)
-        assert got.flags.c_contiguous and ids.n == 6
-        assert view is not None
-        np.testing.assert_array_equal(view, x)  # the log's column-major view of the body
+        assert ids.n == 6
+        # The rows are the column-major view of the body itself (the log copies from it; the
+        # model's row-major copy is made in the worker thread), and the body cannot be changed through it.
+        assert view is not None and got is view
+        assert got.flags.f_contiguous and not got.flags.writeable
+        np.testing.assert_array_equal(view, x)
     assert len(reader._plans) == 1 and len(next(iter(reader._plans.values())).layouts) == 1
 
 
@@ -97,3 +100,9 @@ def test_generated_request_ids_are_the_prefix_and_the_row(n: int) -> None:
     got = row_ids("batch-7", n)
     assert got.type == pa.string() and len(got) == n
     assert got.to_pylist() == [f"batch-7-{i}" for i in range(n)]
+    # The next batch of that size and prefix length reuses the cached template: its own prefix,
+    # and the ids made before are unchanged (each call has its own text).
+    other = row_ids("batch-8", n)
+    assert other.to_pylist() == [f"batch-8-{i}" for i in range(n)]
+    assert got.to_pylist()[-1] == f"batch-7-{n - 1}"
+    assert row_ids("b", n).to_pylist() == [f"b-{i}" for i in range(n)]

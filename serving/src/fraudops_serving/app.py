@@ -338,17 +338,20 @@ async def _read_body(request: Request, limit: int, length: bytes | None) -> byte
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+_ARROW_TYPE = ARROW_STREAM.encode()
+
+
 class _Answer(Response):
-    """A 200 JSON answer whose two headers are built directly (Starlette's general header
-    handling costs more per request than the answer's serialization)."""
+    """A 200 answer (JSON unless said) whose two headers are built directly (Starlette's
+    general header handling costs more per request than the answer's serialization)."""
 
     media_type = JSON
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, content_type: bytes = b"application/json") -> None:
         self.status_code = 200
         self.background = None
         self.body = body
-        self.raw_headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), (b"content-type", content_type)]
 
 
 def _check_json(ctype: bytes | None) -> None:
@@ -506,6 +509,7 @@ def create_app(
             rows = np.flatnonzero(np.isnan(x[:, parser.online_idx]).any(axis=1)).tolist()
             if rows:
                 card_ids = ids.cards()
+                x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x, order="C")
                 sources = await rt.fill_online(x, card_ids, rows, champion)
                 columnar = None  # x now holds what the store filled in
                 source_codes[rows] = [SOURCES.index(src) for src in sources]
@@ -595,7 +599,7 @@ def create_app(
         if challenger is not None and rt.mode == "shadow":
             rt.background(_shadow, rt, challenger, x, request_ids, txn_col, card_col, t0)
         m.scoring.answered(m.batch, elapsed)
-        return Response(out, media_type=ARROW_STREAM if arrow_out else JSON)
+        return _Answer(out, _ARROW_TYPE if arrow_out else b"application/json")
 
     # The scoring routes are plain Starlette routes: FastAPI's request handling (dependency
     # solving, an exit stack per request) costs 18 us a request, more than the model, and

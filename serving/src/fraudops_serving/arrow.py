@@ -89,28 +89,58 @@ class _Digits:
 _DIGITS = _Digits()
 
 
+class _IdTemplate:
+    """``<prefix>-0 ... <prefix>-<n-1>`` for one prefix length and row count: the offsets
+    (shared by every such batch) and the text with the digits in place, whose prefix
+    columns are filled in per batch."""
+
+    __slots__ = ("heads", "offsets", "text")
+
+    def __init__(self, width: int, n: int) -> None:
+        import pyarrow as pa
+
+        blocks, widths = [], []
+        self.heads: list[tuple[int, int, int]] = []  # (start in text, rows, bytes a row) of each block
+        pos = 0
+        for start, digits in _DIGITS.upto(n):
+            if start >= n:
+                break
+            rows = min(n - start, digits.shape[0])
+            block = np.zeros((rows, width + digits.shape[1]), np.uint8)
+            block[:, width:] = digits[:rows]
+            blocks.append(block.reshape(-1))
+            widths.append(np.full(rows, block.shape[1], np.int32))
+            self.heads.append((pos, rows, block.shape[1]))
+            pos += block.size
+        self.text = np.concatenate(blocks)
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum(np.concatenate(widths), out=offsets[1:])
+        self.offsets = pa.py_buffer(offsets)
+
+
+_TEMPLATES: dict[tuple[int, int], _IdTemplate] = {}
+
+
 def row_ids(prefix: str, n: int) -> pa.Array:
     """``<prefix>-0 ... <prefix>-<n-1>`` as an Arrow string array, without a Python object per row.
 
-    Each group of rows with as many digits is one block of equal-length strings: the
-    prefix broadcast into its first columns, the cached digits into the rest.
+    The ids of a batch differ from those of the batch before only in the prefix (a batch
+    id of the same length): a cached template holds the offsets and the digits, and the
+    prefix is broadcast into the first columns of each group of equal-length ids.
     """
     import pyarrow as pa
 
     head = np.frombuffer(prefix.encode(), np.uint8)
-    blocks, widths = [], []
-    for start, digits in _DIGITS.upto(n):
-        if start >= n:
-            break
-        rows = min(n - start, digits.shape[0])
-        block = np.empty((rows, head.size + digits.shape[1]), np.uint8)
-        block[:, : head.size] = head
-        block[:, head.size :] = digits[:rows]
-        blocks.append(block.reshape(-1))
-        widths.append(np.full(rows, block.shape[1], np.int32))
-    offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(np.concatenate(widths), out=offsets[1:])
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(np.concatenate(blocks)))
+    key = (head.size, n)
+    template = _TEMPLATES.get(key)
+    if template is None:
+        if len(_TEMPLATES) >= 16:
+            _TEMPLATES.clear()
+        template = _TEMPLATES[key] = _IdTemplate(head.size, n)
+    text = template.text.copy()
+    for pos, rows, width in template.heads:
+        text[pos : pos + rows * width].reshape(rows, width)[:, : head.size] = head
+    return pa.StringArray.from_buffers(n, template.offsets, pa.py_buffer(text))
 
 
 def ids_from_lists(
@@ -147,8 +177,9 @@ class ArrowReader:
         self._plans: dict[bytes, _Plan] = {}
 
     def parse(self, body: bytes) -> tuple[np.ndarray, BatchIds, np.ndarray | None]:
-        """Rows (float32, row-major), ids, and the feature values as a column-major view of
-        ``body`` when they lie there as one float32 block (else None)."""
+        """Rows (float32, ``[rows, features]``), ids, and the feature values as a column-major
+        view of ``body`` when they lie there as one float32 block (else None). When there is
+        such a view, the rows are that view (read-only, column-major); else a row-major array."""
         import pyarrow as pa
 
         buf = pa.py_buffer(body)
@@ -198,8 +229,10 @@ class ArrowReader:
                     (n, parser.n), dtype=np.float32, buffer=body, offset=at + layout.start, strides=(4, layout.stride)
                 )
         if view is not None:
-            x = np.empty((n, parser.n), dtype=np.float32)
-            np.copyto(x, view)
+            # The rows are the view itself: the copy into the row-major block the model reads
+            # is made by Model.predict, in a worker thread that holds no interpreter lock
+            # while it copies (on the event loop it would hold up every other request).
+            x = view
         else:
             if batch is None:
                 batch = _read_batch(second, plan.schema)
@@ -424,6 +457,42 @@ def _ids(by_name: dict[str, Any], name: str, *, integer: bool = False) -> pa.Arr
     return col.cast(pa.string())
 
 
+_ANSWER_SCHEMA: pa.Schema | None = None
+_DICTIONARIES: dict[tuple[str, ...], pa.Array] = {}
+
+
+def _answer_schema() -> pa.Schema:
+    global _ANSWER_SCHEMA
+    if _ANSWER_SCHEMA is None:
+        import pyarrow as pa
+
+        labels = pa.dictionary(pa.int8(), pa.string())
+        _ANSWER_SCHEMA = pa.schema(
+            [
+                ("request_id", pa.string()),
+                ("transaction_id", pa.string()),
+                ("probability", pa.float32()),
+                ("decision", pa.int8()),
+                ("model_version", labels),
+                ("variant", labels),
+                ("feature_source", labels),
+            ]
+        )
+    return _ANSWER_SCHEMA
+
+
+def _dictionary(values: tuple[str, ...]) -> pa.Array:
+    """The string array of ``values``, made once (a handful of label tuples ever occur)."""
+    array = _DICTIONARIES.get(values)
+    if array is None:
+        import pyarrow as pa
+
+        if len(_DICTIONARIES) >= 64:  # model versions come and go: keep the cache small
+            _DICTIONARIES.clear()
+        array = _DICTIONARIES[values] = pa.array(values, pa.string())
+    return array
+
+
 def arrow_response(
     request_ids: pa.Array,
     transaction_ids: pa.Array,
@@ -439,23 +508,28 @@ def arrow_response(
 
     Columns as the JSON ``predictions`` items (the low-cardinality ones dictionary-encoded);
     ``batch_id``, ``model_name`` and ``threshold`` in the schema metadata. ``variant_codes``
-    index ``variants`` and ``versions``; ``source_codes`` index :data:`SOURCES`.
+    index ``variants`` and ``versions``; ``source_codes`` index :data:`SOURCES`. The schema
+    and the dictionaries are made once; the codes are ours, in range by construction, so
+    they are not validated again.
     """
     import pyarrow as pa
 
-    codes = pa.array(variant_codes)
-    table = pa.table(
-        {
-            "request_id": request_ids,
-            "transaction_id": transaction_ids,
-            "probability": pa.array(probability, pa.float32()),
-            "decision": pa.array(decision, pa.int8()),
-            "model_version": pa.DictionaryArray.from_arrays(codes, pa.array(versions, pa.string())),
-            "variant": pa.DictionaryArray.from_arrays(codes, pa.array(variants, pa.string())),
-            "feature_source": pa.DictionaryArray.from_arrays(pa.array(source_codes), pa.array(SOURCES, pa.string())),
-        }
-    ).replace_schema_metadata(metadata)
+    codes = pa.array(variant_codes, pa.int8())
+    labels = pa.DictionaryArray.from_arrays
+    batch = pa.RecordBatch.from_arrays(
+        [
+            request_ids,
+            transaction_ids,
+            pa.array(probability, pa.float32()),
+            pa.array(decision, pa.int8()),
+            labels(codes, _dictionary(versions), safe=False),
+            labels(codes, _dictionary(variants), safe=False),
+            labels(pa.array(source_codes, pa.int8()), _dictionary(SOURCES), safe=False),
+        ],
+        schema=_answer_schema().with_metadata(metadata),
+    )
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
+    writer = pa.ipc.new_stream(sink, batch.schema)
+    writer.write_batch(batch)
+    writer.close()
     return bytes(sink.getvalue().to_pybytes())

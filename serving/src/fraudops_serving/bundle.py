@@ -288,7 +288,9 @@ class Model:
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities of the rows of ``x`` (float32, shape ``[n, n_features]``)."""
+        """Probabilities of the rows of ``x`` (float32, shape ``[n, n_features]``, any layout:
+        a column-major view is copied row-major here, in the calling thread)."""
+        x = np.ascontiguousarray(x)
         if x.shape[0] == 1 or self._many is self._one:
             return self.predict_small(x)
         with self._lock:
