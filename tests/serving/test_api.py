@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -411,3 +412,30 @@ def test_generated_request_ids_are_unique_and_a_forked_child_draws_its_own() -> 
     os.waitpid(pid, 0)
     child = os.read(read, 64).decode()
     assert child != new_request_id() and child not in ids
+
+
+@pytest.mark.parametrize("rows", [5, 40], ids=["on the event loop", "in a worker thread"])
+def test_a_batch_with_an_unscorable_row_is_refused_whole_and_logs_nothing(served: tuple[Any, Path], rows: int) -> None:
+    """Small batches are scored on the event loop, larger ones (above inline_max_rows, 32) in a
+    worker thread that also answers and logs: either way one row the model cannot score
+    refuses the batch with its position, nothing of it is logged, and the next batch is."""
+    import pyarrow.dataset as ds
+
+    client, _ = served
+    rt = client.app.state.runtime
+    batch = [{"features": features(i)} for i in range(rows)]
+    batch[3] = {"features": [3e38] * len(NAMES)}
+    r = client.post("/predict/batch", json={"transactions": batch})
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "unscorable_input" and "transactions[3]" in r.json()["detail"]
+    assert rt.predlog.pending_rows == 0
+    batch[3] = {"features": features(3)}
+    r = client.post("/predict/batch", json={"batch_id": "ok", "transactions": batch})
+    assert r.status_code == 200 and r.json()["count"] == rows
+    rt.predlog.flush()
+    logged = ds.dataset(rt.predlog.root, format="parquet", partitioning="hive").to_table()
+    assert sorted(logged.column("request_id").to_pylist()) == sorted(f"ok-{i}" for i in range(rows))
+    text = client.get("/metrics").text
+    counted = re.findall(r'^fraudops_predictions_total\{decision="[01]",variant="champion"\} (\S+)$', text, re.M)
+    assert sum(float(v) for v in counted) == rows  # the refused batch counted no prediction
+    assert 'fraudops_errors_total{endpoint="predict_batch",reason="unscorable_input"} 1.0' in text

@@ -525,80 +525,92 @@ def create_app(
         groups = [("champion", champion, ~to_chal)]
         if to_chal.any():
             groups.append(("challenger", challenger, to_chal))  # type: ignore[arg-type]
-        loop = asyncio.get_running_loop()
-        used: list[tuple[str, Model, np.ndarray | None]] = []  # idx None: every row
-        probability = decision = None
-        for variant, model, mask in groups:
-            idx = None if len(groups) == 1 else np.flatnonzero(mask)
-            if idx is not None and idx.size == 0:
-                continue
-            xs = x if idx is None else x[idx]
-            if xs.shape[0] <= rt.inline_max_rows:
-                p = model.predict(xs)
-            else:
-                p = await loop.run_in_executor(rt.executor, model.predict, xs)
-            bad = ~((p >= 0.0) & (p <= 1.0))
-            if bad.any():
-                where = np.flatnonzero(bad) if idx is None else idx[bad]
-                rows_bad = ", ".join(f"transactions[{i}]" for i in where[:5].tolist())
-                raise InputError(422, "unscorable_input", f"{rows_bad}: {UNSCORABLE}")
-            d = (p >= model.threshold).astype(np.int8)
-            if idx is None:
-                probability, decision = p, d
-            else:
-                if probability is None or decision is None:
-                    probability, decision = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.int8)
-                probability[idx], decision[idx] = p, d
-            used.append((variant, model, idx))
-        assert probability is not None and decision is not None
-        versions = (champion.version, challenger.version if challenger is not None else champion.version)
-        variant_codes = to_chal.astype(np.int8)
         arrow_out = ARROW_STREAM in (raw_accept or b"").decode("latin-1")
-        if arrow_out:
-            from fraudops_serving.arrow import arrow_response
-
-            meta = {"batch_id": batch_id, "model_name": champion.name, "threshold": str(champion.threshold)}
-            out = arrow_response(
-                request_ids,
-                ids.transactions(),
-                probability,
-                decision,
-                variant_codes,
-                VARIANT_CODES,
-                versions,
-                source_codes,
-                meta,
-            )
-        else:
-            out = _json_batch_answer(
-                batch_id, champion, request_ids, ids, probability, decision, variant_codes, versions, source_codes
-            )
-        elapsed = time.perf_counter() - t0
-        ts_us = time.time_ns() // 1000
         txn_col, card_col = ids.transactions(), ids.card_column()
-        for variant, model, idx in used:
-            take = None if idx is None else pa.array(idx)
-            rt.log(
-                Chunk(
-                    request_ids if take is None else request_ids.take(take),
-                    ts_us,
-                    txn_col if take is None else txn_col.take(take),
-                    card_col if take is None else card_col.take(take),
-                    model.name,
-                    model.version,
-                    variant,
-                    probability if idx is None else probability[idx],
-                    decision if idx is None else decision[idx],
-                    elapsed * 1000.0,
-                    (x if columnar is None else columnar) if idx is None else x[idx],
+
+        def finish() -> tuple[bytes, list[tuple[str, int, int]]]:
+            """Score, answer and log the batch; returns the answer and (variant, rows, fraud) counts.
+
+            Runs in a worker thread (but for a few rows): the event loop is the one thread every
+            request goes through, and this is most of a batch's work (the model, the row-major
+            copy of an Arrow body's view, the answer, the log's copy), much of it without the
+            interpreter lock. Nothing is logged unless every row was scored.
+            """
+            used: list[tuple[str, Model, np.ndarray | None]] = []  # idx None: every row
+            probability = decision = None
+            for variant, model, mask in groups:
+                idx = None if len(groups) == 1 else np.flatnonzero(mask)
+                if idx is not None and idx.size == 0:
+                    continue
+                p = model.predict(x if idx is None else x[idx])
+                bad = ~((p >= 0.0) & (p <= 1.0))
+                if bad.any():
+                    where = np.flatnonzero(bad) if idx is None else idx[bad]
+                    rows_bad = ", ".join(f"transactions[{i}]" for i in where[:5].tolist())
+                    raise InputError(422, "unscorable_input", f"{rows_bad}: {UNSCORABLE}")
+                d = (p >= model.threshold).astype(np.int8)
+                if idx is None:
+                    probability, decision = p, d
+                else:
+                    if probability is None or decision is None:
+                        probability, decision = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.int8)
+                    probability[idx], decision[idx] = p, d
+                used.append((variant, model, idx))
+            assert probability is not None and decision is not None
+            versions = (champion.version, challenger.version if challenger is not None else champion.version)
+            variant_codes = to_chal.astype(np.int8)
+            if arrow_out:
+                from fraudops_serving.arrow import arrow_response
+
+                meta = {"batch_id": batch_id, "model_name": champion.name, "threshold": str(champion.threshold)}
+                out = arrow_response(
+                    request_ids,
+                    txn_col,
+                    probability,
+                    decision,
+                    variant_codes,
+                    VARIANT_CODES,
+                    versions,
+                    source_codes,
+                    meta,
                 )
-            )
-            dec = decision if idx is None else decision[idx]
-            fraud = int(np.count_nonzero(dec))
-            m.scoring.predicted(variant, dec.size, fraud)
+            else:
+                out = _json_batch_answer(
+                    batch_id, champion, request_ids, ids, probability, decision, variant_codes, versions, source_codes
+                )
+            elapsed_ms = (time.perf_counter() - t0) * 1000.0
+            ts_us = time.time_ns() // 1000
+            counts = []
+            for variant, model, idx in used:
+                take = None if idx is None else pa.array(idx)
+                dec = decision if idx is None else decision[idx]
+                rt.log(
+                    Chunk(
+                        request_ids if take is None else request_ids.take(take),
+                        ts_us,
+                        txn_col if take is None else txn_col.take(take),
+                        card_col if take is None else card_col.take(take),
+                        model.name,
+                        model.version,
+                        variant,
+                        probability if idx is None else probability[idx],
+                        dec,
+                        elapsed_ms,
+                        (x if columnar is None else columnar) if idx is None else x[idx],
+                    )
+                )
+                counts.append((variant, dec.size, int(np.count_nonzero(dec))))
+            return out, counts
+
+        if n <= rt.inline_max_rows:
+            out, counts = finish()
+        else:
+            out, counts = await asyncio.get_running_loop().run_in_executor(rt.executor, finish)
+        for variant, rows_scored, fraud in counts:
+            m.scoring.predicted(variant, rows_scored, fraud)
         if challenger is not None and rt.mode == "shadow":
             rt.background(_shadow, rt, challenger, x, request_ids, txn_col, card_col, t0)
-        m.scoring.answered(m.batch, elapsed)
+        m.scoring.answered(m.batch, time.perf_counter() - t0)
         return _Answer(out, _ARROW_TYPE if arrow_out else b"application/json")
 
     # The scoring routes are plain Starlette routes: FastAPI's request handling (dependency
