@@ -308,3 +308,33 @@ def test_a_disk_that_refuses_direct_io_gets_the_file_through_the_page_cache(tmp_
     sink.write(table, str(tmp_path / "b.parquet"))
     assert pq.read_table(tmp_path / "b.parquet").equals(table)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "b.parquet"]  # nothing half-written left
+
+
+def test_a_large_flush_is_split_into_files_and_a_failed_one_publishes_none(tmp_path: Path) -> None:
+    """At most max_file_rows rows a file; the files of a flush appear only when all are written:
+    a flush that fails part-way (here the second day's directory cannot be made) leaves no
+    file behind, and its retry writes every row once."""
+    import dataclasses
+
+    import pyarrow.dataset as ds
+
+    root = tmp_path / "log"
+    log = PredictionLog(str(root), ["a", "b", "c"], max_file_rows=10)
+    day2 = 1_700_000_000_000_000 + 86_400_000_000  # _chunk's rows are on 2023-11-14, these on the 15th
+    log.append(_chunk(25))
+    log.append(dataclasses.replace(_chunk(7, start=25), ts_us=day2))
+    root.mkdir()
+    (root / "date=2023-11-15").write_text("not a directory")  # day2's partition cannot be made
+    assert log.flush() is False and log.pending_rows == 32
+    # Day 1's three files were written, then taken back: no file of the flush is left.
+    assert [p.name for p in root.rglob("*") if p.is_file()] == ["date=2023-11-15"]
+    (root / "date=2023-11-15").unlink()
+    assert log.flush() is True
+    files = sorted(root.rglob("*.parquet"))
+    sizes = {
+        d: sorted(len(pq.read_table(f)) for f in files if f.parent.name == d)
+        for d in ("date=2023-11-14", "date=2023-11-15")
+    }
+    assert sizes == {"date=2023-11-14": [5, 10, 10], "date=2023-11-15": [7]}
+    table = ds.dataset(str(root), format="parquet", partitioning="hive").to_table()
+    assert sorted(table.column("request_id").to_pylist()) == sorted(f"r{i}" for i in range(32))

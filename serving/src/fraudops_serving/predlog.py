@@ -16,13 +16,15 @@ write is retried with the same rows; only when more than ``max_pending_rows`` ar
 (the sink has been down for long) are the oldest rows dropped, counted in
 ``fraudops_prediction_log_dropped_rows_total`` and logged. :meth:`PredictionLog.close`
 (graceful shutdown) writes everything pending.
-On a local filesystem a file is written under a hidden name and renamed, so a reader
-never sees a half-written file, and it is written around the page cache (see
-:class:`LocalParquetSink`).
+On a local filesystem the files of a flush (at most ``max_file_rows`` rows each) are
+written under hidden names and renamed when all are complete, so a reader never sees a
+half-written file and a failed flush leaves none behind to be duplicated by its retry;
+they are written around the page cache (see :class:`LocalParquetSink`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import mmap
@@ -438,6 +440,7 @@ class PredictionLog:
         flush_rows: int = 20_000,
         max_pending_rows: int = 2_000_000,
         thread_nice: int = 10,
+        max_file_rows: int = 131_072,
     ) -> None:
         self.root = root
         self.feature_names = tuple(feature_names)
@@ -445,6 +448,7 @@ class PredictionLog:
         self.flush_interval_s = flush_interval_s
         self.flush_rows = flush_rows
         self.max_pending_rows = max_pending_rows
+        self.max_file_rows = max(1, max_file_rows)  # 64 MiB of features at 128 a row
         self.thread_nice = thread_nice
         self._capacity = max(1, min(flush_rows, self.SEGMENT_ROWS))
         self._sealed: list[_Segment] = []  # full, in the order they were filled
@@ -680,19 +684,35 @@ class PredictionLog:
         # as text cost more than writing the file).
         day_of = table.column("ts").cast(pa.int64()).to_numpy() // _US_PER_DAY
         days = np.unique(day_of)
-        for d in days.tolist():
-            part = table if len(days) == 1 else table.filter(pa.array(day_of == d))
-            day = (_EPOCH + timedelta(days=d)).strftime("%Y-%m-%d")
-            directory = f"{base}/date={day}"
-            fs.create_dir(directory, recursive=True)
-            name = f"part-{stamp}-{uuid.uuid4().hex}.parquet"
-            final = f"{directory}/{name}"
-            if local:
-                tmp = f"{directory}/.{name}.tmp"
-                self._local_sink.write(part, tmp)
-                fs.move(tmp, final)
-            else:
-                pq.write_table(part, final, filesystem=fs, **self._parquet_options)
+        # Local files are all written under hidden names first and renamed only when every one
+        # is complete: a failure leaves no file of the flush behind, so its retry duplicates nothing.
+        written: list[tuple[str, str]] = []
+        try:
+            for d in days.tolist():
+                part = table if len(days) == 1 else table.filter(pa.array(day_of == d))
+                day = (_EPOCH + timedelta(days=d)).strftime("%Y-%m-%d")
+                directory = f"{base}/date={day}"
+                fs.create_dir(directory, recursive=True)
+                # Files of at most max_file_rows rows: a flush after a long outage (up to
+                # max_pending_rows) does not need one buffer the size of everything pending.
+                for lo in range(0, part.num_rows, self.max_file_rows):
+                    piece = part.slice(lo, self.max_file_rows)
+                    name = f"part-{stamp}-{uuid.uuid4().hex}.parquet"
+                    final = f"{directory}/{name}"
+                    if local:
+                        tmp = f"{directory}/.{name}.tmp"
+                        written.append((tmp, final))
+                        self._local_sink.write(piece, tmp)
+                    else:
+                        pq.write_table(piece, final, filesystem=fs, **self._parquet_options)
+                        self.files.append(final)
+        except BaseException:
+            for tmp, _ in written:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise
+        for tmp, final in written:
+            fs.move(tmp, final)
             self.files.append(final)
         self.rows_written += table.num_rows
         if self.metrics is not None:
