@@ -68,27 +68,6 @@ class BatchIds:
         return pa.nulls(self.n, pa.int64()) if self.card_ids is None else self.card_ids
 
 
-class _Digits:
-    """``"-0" ... "-<n-1>"`` grouped by length: rows with as many digits are one 2-D block of bytes."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.groups: list[tuple[int, np.ndarray]] = []  # (first row, [rows, 1 + digits] uint8)
-
-    def upto(self, n: int) -> list[tuple[int, np.ndarray]]:
-        if n > self.n:
-            self.n, self.groups, start, k = max(n, 1024), [], 0, 1
-            while start < self.n:
-                stop = min(self.n, 10**k)
-                text = "".join(f"-{i}" for i in range(start, stop)).encode()
-                self.groups.append((start, np.frombuffer(text, np.uint8).reshape(stop - start, k + 1)))
-                start, k = stop, k + 1
-        return self.groups
-
-
-_DIGITS = _Digits()
-
-
 class _IdTemplate:
     """``<prefix>-0 ... <prefix>-<n-1>`` for one prefix length and row count: the offsets
     (shared by every such batch) and the text with the digits in place, whose prefix
@@ -101,17 +80,17 @@ class _IdTemplate:
 
         blocks, widths = [], []
         self.heads: list[tuple[int, int, int]] = []  # (start in text, rows, bytes a row) of each block
-        pos = 0
-        for start, digits in _DIGITS.upto(n):
-            if start >= n:
-                break
-            rows = min(n - start, digits.shape[0])
-            block = np.zeros((rows, width + digits.shape[1]), np.uint8)
-            block[:, width:] = digits[:rows]
+        pos, start, k = 0, 0, 1
+        while start < n:  # rows whose number has k digits: one block of equal-length ids
+            stop = min(n, 10**k)
+            rows = stop - start
+            digits = "".join(f"-{i}" for i in range(start, stop)).encode()
+            block = np.zeros((rows, width + k + 1), np.uint8)
+            block[:, width:] = np.frombuffer(digits, np.uint8).reshape(rows, k + 1)
             blocks.append(block.reshape(-1))
             widths.append(np.full(rows, block.shape[1], np.int32))
             self.heads.append((pos, rows, block.shape[1]))
-            pos += block.size
+            pos, start, k = pos + block.size, stop, k + 1
         self.text = np.concatenate(blocks)
         offsets = np.zeros(n + 1, np.int32)
         np.cumsum(np.concatenate(widths), out=offsets[1:])
