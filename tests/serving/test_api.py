@@ -242,6 +242,7 @@ def _bad_cases() -> list[tuple[str, Any, int, str]]:
         ("nested value", {"features": {**row, "amount": [1]}}, 422, "invalid_value"),
         ("string in array", {"features": [*lst[:-1], "x"]}, 422, "invalid_value"),
         ("beyond float32", {"features": {**row, "amount": 1e39}}, 422, "out_of_range"),
+        ("beyond float32 in array", {"features": [*lst[:-1], -1e39]}, 422, "out_of_range"),
         ("features not object", {"features": "all"}, 422, "invalid_features"),
         ("no features", {"card_id": 1}, 422, "missing_features"),
         ("extra field", {"features": row, "debug": True}, 422, "unknown_field"),
@@ -254,6 +255,21 @@ def _bad_cases() -> list[tuple[str, Any, int, str]]:
         ("body is a list", [row], 422, "invalid_body"),
         ("unscorable extremes", {"features": [3e38] * len(NAMES)}, 422, "unscorable_input"),
     ]
+
+
+def test_json_numbers_become_their_float32_values() -> None:
+    from fraudops_serving.inputs import FLT_MAX, InputError, RowParser
+
+    parser = RowParser(NAMES)
+    # ints, float32's largest value (exact, and as float32 prints it), a subnormal, a negative zero
+    values = [3, FLT_MAX, 3.4028235e38, -FLT_MAX, 1e-45, -0.0, 0.1, *[float(i) for i in range(len(NAMES) - 7)]]
+    row, needs_online = parser.features(values, card_id=None)
+    assert row.dtype == np.float32 and row.flags.writeable and not needs_online
+    np.testing.assert_array_equal(row, np.array(values, dtype=np.float64).astype(np.float32))
+    assert np.signbit(row[5]) and row[4] > 0
+    with pytest.raises(InputError) as err:
+        parser.features([*values[:-1], 3.5e38], card_id=None)
+    assert err.value.code == "out_of_range" and repr(NAMES[-1]) in err.value.message
 
 
 @pytest.mark.parametrize(("case", "payload", "status", "code"), _bad_cases(), ids=[c[0] for c in _bad_cases()])

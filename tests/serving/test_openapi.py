@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -88,6 +89,13 @@ def test_schema_is_complete_with_examples(served_app: Any) -> None:
     by_name, in_order = request["properties"]["features"]["oneOf"]
     assert by_name["required"] == NAMES and by_name["additionalProperties"] is False
     assert in_order["minItems"] == in_order["maxItems"] == len(NAMES)
+    # A number is valid when it becomes a finite float32: float32's maximum as it prints is in.
+    bound = in_order["items"]["exclusiveMaximum"]
+    assert in_order["items"]["exclusiveMinimum"] == -bound and by_name["properties"][NAMES[0]] == in_order["items"]
+    assert (
+        np.float32(3.4028235e38) == np.finfo(np.float32).max and float(np.finfo(np.float32).max) < 3.4028235e38 < bound
+    )
+    assert np.isinf(np.float64(bound).astype(np.float32)) and np.isfinite(np.nextafter(bound, 0).astype(np.float32))
     assert "application/vnd.apache.arrow.stream" in paths["/predict/batch"]["post"]["requestBody"]["content"]
     assert paths["/admin/reload"]["post"]["security"] == [{"ApiKeyHeader": []}]
     assert doc["components"]["schemas"]["PredictResponse"]["examples"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
-from fraudops_serving.inputs import FLT_MAX, INT64_MAX, INT64_MIN, MAX_ID_LENGTH
+from fraudops_serving.inputs import FLT_OVERFLOW, INT64_MAX, INT64_MIN, MAX_ID_LENGTH
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -219,7 +219,8 @@ def body(name: str, examples: dict[str, Any], *, arrow: bool = False) -> dict[st
 
 
 def _number() -> dict[str, Any]:
-    return {"type": "number", "minimum": -FLT_MAX, "maximum": FLT_MAX}
+    # What becomes a finite float32: below the magnitude that rounds to infinity.
+    return {"type": "number", "exclusiveMinimum": -FLT_OVERFLOW, "exclusiveMaximum": FLT_OVERFLOW}
 
 
 def request_schemas(names: list[str] | None, online: list[str], online_enabled: bool) -> dict[str, Any]:
