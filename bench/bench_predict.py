@@ -833,7 +833,7 @@ def main() -> None:
                     print(fmt(label, r))
                 a, c = o["card features in the request"], o["card features from Redis"]
                 print(
-                    f"  Redis lookup cost: p50 +{c['half']['p50_ms'] - a['half']['p50_ms']:.2f} ms at half load, "
+                    f"  Redis lookup cost: p50 {c['half']['p50_ms'] - a['half']['p50_ms']:+.2f} ms at half load, "
                     f"peak throughput {c['peak']['rps'] / a['peak']['rps']:.0%} of the in-request case"
                 )
         if args.only in (None, "gpu"):
