@@ -17,7 +17,7 @@ a busy-polling one for the open loop. Targets:
 * ``plain``: a FastAPI app written the obvious way: a pydantic model with
   ``features: list[float]``, a sync handler, one default ``InferenceSession.run`` per request;
 * ``predictor``: ``fraudops-serve`` on a bundle directory, prediction log (flushed every second)
-  and metrics on;
+  and metrics on; and the same predictor with its log off (what the log costs);
 * ``mlflow``: ``mlflow models serve`` of the same ONNX graph (``--no-mlflow`` skips it).
 
 Per target: peak throughput (closed loop, 16 connections) with p50/p99, then p50/p99 in an
@@ -472,6 +472,9 @@ def round_ratio(res: dict[str, Any], num: str, den: str, key: str = "rps") -> tu
     return ratios[len(ratios) // 2], ratios[0], ratios[-1]
 
 
+NO_LOG = "predictor, log off (array)"
+
+
 def ratio_lines(res: dict[str, Any]) -> list[str]:
     """The targets' ratios, by measured throughput and by server CPU per request (the median
     of the ratios of each round, with their range)."""
@@ -492,6 +495,13 @@ def ratio_lines(res: dict[str, Any]) -> list[str]:
     if "mlflow models serve" in res:
         lines.append(f"predictor / mlflow models serve:          {both(pred, 'mlflow models serve', '.1f')}")
     lines.append(f"predictor p99 at half of its peak load:   {res[pred]['half']['p99_ms']:.2f} ms  (target < 5 ms)")
+    if NO_LOG in res:
+        t, lo, hi = round_ratio(res, pred, NO_LOG)
+        with_log, without = res[pred]["half"]["p99_ms"], res[NO_LOG]["half"]["p99_ms"]
+        lines.append(
+            f"the prediction log's cost: with it, {t:.0%} of the throughput without it (rounds {lo:.0%}-{hi:.0%}); "
+            f"p99 at half load {with_log:.2f} ms with it, {without:.2f} without"
+        )
     return lines
 
 
@@ -526,17 +536,22 @@ def http_section(bundle: str, workdir: Path, seconds: float, rounds: int, with_m
     _, names, _ = _model_and_names(bundle)
     b = bodies(names)
     me = str(Path(__file__).resolve())
-    ports = {name: free_port() for name in ("ceiling", "plain", "predictor", "mlflow")}
+    ports = {name: free_port() for name in ("ceiling", "plain", "predictor", "predictor-nolog", "mlflow")}
     with contextlib.ExitStack() as stack:
         for name in ("ceiling", "plain"):
             cmd = [PY, me, "--serve", name, "--port", str(ports[name]), "--bundle", bundle]
             stack.enter_context(server(cmd, ports[name], "/docs"))
         p = ports["predictor"]
         stack.enter_context(server([PY, "-m", "fraudops_serving"], p, "/ready", predictor_env(bundle, workdir, p)))
+        # The same predictor without its prediction log: what the log costs at peak and in the tail.
+        nl = ports["predictor-nolog"]
+        env = predictor_env(bundle, workdir / "nolog", nl, FRAUDOPS_SERVING_LOG_ENABLED="false")
+        stack.enter_context(server([PY, "-m", "fraudops_serving"], nl, "/ready", env))
         targets = {
             "ceiling (array body)": (ports["ceiling"], http_request(ports["ceiling"], "/predict", b["list"])),
             "plain FastAPI (array body)": (ports["plain"], http_request(ports["plain"], "/predict", b["list"])),
             "predictor (array body)": (p, http_request(p, "/predict", b["list"])),
+            NO_LOG: (nl, http_request(nl, "/predict", b["list"])),
             "ceiling (by-name body)": (ports["ceiling"], http_request(ports["ceiling"], "/predict", b["named"])),
             "predictor (by-name body)": (p, http_request(p, "/predict", b["named"])),
         }
