@@ -103,7 +103,10 @@ class RowParser:
         n = len(values)
         row = np.empty(n, dtype=np.float32)
         try:
-            (self._pack_into if n == self.n else struct.Struct(f"={n}f").pack_into)(row.data, 0, *values)
+            if n == self.n:
+                self._pack_into(row.data, 0, *values)
+            else:  # a row without its online features: the struct module caches the format
+                struct.pack_into(f"={n}f", row.data, 0, *values)
             return row
         except (OverflowError, struct.error):
             pass
