@@ -86,6 +86,61 @@ def test_configmap_is_a_valid_predictor_configuration(monkeypatch: pytest.Monkey
     assert set(cm) - fields - shared == set(), "unknown variables in the ConfigMap"
 
 
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+def test_the_prediction_log_backlog_fits_in_the_memory_limit(tmp_path: Path) -> None:
+    """While the log's sink is down, rows pile up to LOG_MAX_PENDING_ROWS: that must fit in the
+    pod's memory limit beside the process itself, or the kernel kills the pod instead of the
+    log dropping its oldest rows. The bytes a row are measured on a real log holding batches."""
+    import numpy as np
+    import pyarrow as pa
+
+    from fraudops_serving.predlog import Chunk, PredictionLog
+    from fraudops_serving.settings import ServingSettings
+
+    docs = _docs()
+    (c,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    limit = _bytes(c["resources"]["limits"]["memory"])
+    backlog = int(docs["ConfigMap"]["data"].get("FRAUDOPS_SERVING_LOG_MAX_PENDING_ROWS", 0)) or (
+        ServingSettings.model_fields["log_max_pending_rows"].default
+    )
+    names = list(schema.FEATURE_NAMES)
+    log = PredictionLog(str(tmp_path), names, flush_interval_s=3600)
+    rows, batches = 1000, 40
+    x = np.asfortranarray(np.ones((rows, len(names)), dtype=np.float32))
+    ids = pa.array([f"{'0' * 32}-{i}" for i in range(rows)])  # a batch id and the row's number
+    for _ in range(batches):
+        log.append(
+            Chunk(
+                ids,
+                0,
+                pa.nulls(rows, pa.string()),
+                pa.array(range(rows)),
+                "m",
+                "1",
+                "champion",
+                np.zeros(rows, np.float32),
+                np.zeros(rows, np.int8),
+                1.0,
+                x,
+            )
+        )
+    segments = log._sealed + list(log._open.values())
+    held = sum(
+        sum(a.nbytes for a in (s.features, s.probability, s.decision, s.ts, s.latency))
+        + sum(p.nbytes for parts in s.parts for p in parts)
+        for s in segments
+    )
+    per_row = held / (rows * batches)  # segments are preallocated: an upper bound for full ones
+    process = 512 << 20  # the predictor's own peak (470 MB measured under batch load, log on)
+    assert backlog * per_row + process <= limit, (
+        f"{backlog:,} pending rows x {per_row:.0f} bytes + {process >> 20} MiB > limit {limit >> 20} MiB"
+    )
+
+
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
 def test_images_are_slim_non_root_with_a_health_check(name: str) -> None:
     text = (IMAGES / name).read_text()
