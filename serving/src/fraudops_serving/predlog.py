@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import mmap
 import os
@@ -104,6 +105,12 @@ class Chunk:
 
 def log_schema(feature_names: Sequence[str]) -> pa.Schema:
     """The Arrow schema of a prediction-log file."""
+    return _log_schema(tuple(feature_names))
+
+
+@functools.lru_cache(maxsize=8)
+def _log_schema(feature_names: tuple[str, ...]) -> pa.Schema:
+    """:func:`log_schema`, built once per feature list (every flush needs it; 138 fields)."""
     import pyarrow as pa
 
     fields = [
@@ -437,7 +444,7 @@ class PredictionLog:
         *,
         metrics: Metrics | None = None,
         flush_interval_s: float = 5.0,
-        flush_rows: int = 20_000,
+        flush_rows: int = 100_000,
         max_pending_rows: int = 2_000_000,
         thread_nice: int = 10,
         max_file_rows: int = 131_072,
