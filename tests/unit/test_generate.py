@@ -1,5 +1,5 @@
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -93,6 +93,22 @@ def test_fraud_surge_triples_fraud() -> None:
     surge = generate_transactions(50_000, seed=7, scenario="fraud_surge").column(schema.LABEL).to_numpy().mean()
     assert 0.02 < surge < 0.05
     assert set(SCENARIOS) >= {"baseline", "amount_inflation", "merchant_mix", "fraud_surge", "new_market"}
+
+
+@pytest.mark.parametrize("hour", [0, 5, 13.5, 22])
+def test_the_time_of_day_of_the_start_changes_neither_the_fraud_rate_nor_its_hours(hour: float) -> None:
+    """The daily profile is a clock profile: a window that starts in the afternoon gets the
+    same night fraud as one that starts at midnight (the demo's canary traffic once did not)."""
+    start = datetime(2026, 3, 2, tzinfo=UTC) + timedelta(hours=hour)
+    t = generate_transactions(60_000, seed=3, start=start, days=2)
+    ts = t.column(schema.EVENT_TIMESTAMP).cast(pa.int64()).to_numpy()
+    y = t.column(schema.LABEL).to_numpy()
+    assert ts.min() >= int(start.timestamp() * 1e6) and ts.max() < int((start + timedelta(days=2)).timestamp() * 1e6)
+    clock = (ts // 3_600_000_000) % 24
+    night = clock < 6
+    assert 0.008 < y.mean() < 0.013  # the baseline rate, whatever the start
+    assert y[night].mean() > 3 * y[~night].mean()  # fraud favours the night on the clock
+    np.testing.assert_array_equal(t.column("hour_of_day").to_numpy(), clock)
 
 
 def test_window_and_bad_arguments() -> None:

@@ -77,6 +77,11 @@ def get_scenario(name: str) -> Scenario:
         raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}") from None
 
 
+def _seconds_into_day(start: datetime) -> float:
+    """Seconds from the UTC midnight before ``start`` (the clock the hour features read)."""
+    return start.timestamp() % 86400.0
+
+
 def _seed_for(seed: int, scenario: Scenario) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, sum(ord(c) * 31**i for i, c in enumerate(scenario.name)) % 2**32])
 
@@ -150,7 +155,11 @@ def generate_transactions(
     if days >= 1:
         day_offset = np.floor(rng.random(n) * days)
         hour_drawn = rng.choice(24, n, p=hour_p)
-        seconds = np.minimum(day_offset * 86400.0 + hour_drawn * 3600.0 + rng.random(n) * 3600.0, total_seconds - 1e-3)
+        # The drawn hour is a clock hour (UTC): counted from a start that is not midnight, it
+        # would move the night's fraud into the afternoon, and the fraud rate with it.
+        clock_s = hour_drawn * 3600.0 + rng.random(n) * 3600.0
+        into_day = (clock_s - _seconds_into_day(start)) % 86400.0
+        seconds = np.minimum(day_offset * 86400.0 + into_day, total_seconds - 1e-3)
     else:
         seconds = rng.random(n) * total_seconds
     seconds.sort()
