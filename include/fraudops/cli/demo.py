@@ -259,11 +259,10 @@ def _canary_step(
         served = _wait_served(predictor, {"champion": aliases["champion"], "challenger": challenger})
     console().print(f"  serving {served}, canary share {predictor.env.get('FRAUDOPS_CANARY__SHARE')} (sticky by card)")
     announced = datetime.now(UTC) - timedelta(seconds=1)
-    # A whole UTC day of transactions, scored now. It starts at midnight, because the
-    # generator's daily profile (fraud favours the night) counts its hours from the start:
-    # a window starting at the time of day the demo runs made a different mix of fraud, and
-    # another canary decision, at each hour. Two days old, so that all its labels (arriving
-    # within hours) are in when the watch ends, and precision and recall can decide.
+    # A whole UTC day of transactions, scored now: the same rows whatever the hour the demo
+    # runs (a window of "the last 24 hours" once gave another canary decision at each hour).
+    # Two days old, so that all its labels (arriving within hours) are in when the watch
+    # ends, and precision and recall can decide.
     traffic, labels_path = _traffic(
         cfg, canary_rows, _midnight(announced) - timedelta(days=2), scenario=scenario, seed=13, prefix="canary-"
     )
