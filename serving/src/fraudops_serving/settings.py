@@ -121,7 +121,7 @@ class ServingSettings(BaseSettings):
     log_flush_interval_s: float = Field(default=5.0, gt=0)
     # Under load, flushes come every `log_flush_rows` rows, and each has a fixed cost (a file,
     # its Arrow table, a Parquet footer): at 20,000 rows a flush, batch traffic cost 0.3-0.4 us
-    # more server CPU a row than at 100,000 (6-13 % fewer rows/s), for about 100 MB less memory.
+    # more server CPU a row than at 100,000 (6-12 % fewer rows/s), for about 100 MB less memory.
     log_flush_rows: int = Field(default=100_000, ge=1)
     log_max_pending_rows: int = Field(default=2_000_000, ge=1)
     # The flushing thread's niceness (Linux): above the request threads' 0, so that the
