@@ -25,6 +25,11 @@ open loop at half of that peak (latency counted from the scheduled send time, so
 shows). Then rows per second of ``/predict/batch`` (JSON and Arrow) against raw
 ``InferenceSession.run`` on the same rows, and the cost of fetching online card features
 from a local ``redis-server``. Run it with ``--serve NAME`` to start one server alone.
+
+The predictors write their prediction logs under the run's temporary directory, as they do
+in production (the measured phases pay for every flush), and a thread of this process
+deletes each finished file as soon as it appears: at batch speed the log grows by about a
+quarter of a gigabyte a second, which a whole run would otherwise keep until its end.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -223,6 +229,44 @@ def server(
             proc.wait()
         log.close()
         os.unlink(log.name)
+
+
+class LogPruner:
+    """Deletes the finished prediction-log files under ``root`` while the benchmark runs.
+
+    Only files under their final names (``part-*.parquet``) go: a flush writes hidden files
+    and renames them when complete, so a file being written is never touched. What the
+    predictors wrote is counted, so the output can say how much passed through the disk.
+    """
+
+    def __init__(self, root: Path, every_s: float = 0.5) -> None:
+        self.root = root
+        self.every_s = every_s
+        self.files = 0
+        self.bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="log-pruner", daemon=True)
+
+    def __enter__(self) -> LogPruner:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.prune()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.prune()
+
+    def prune(self) -> None:
+        for path in self.root.glob("**/prediction_log/date=*/part-*.parquet"):
+            with contextlib.suppress(FileNotFoundError):
+                size = path.stat().st_size
+                path.unlink()
+                self.files += 1
+                self.bytes += size
 
 
 # --------------------------------------------------------------------------- load generator
@@ -818,7 +862,7 @@ def main() -> None:
     seconds = 1.5 if args.quick else args.seconds
     if args.quick:
         args.rounds = 3
-    with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp, LogPruner(Path(tmp)) as pruner:
         workdir = Path(tmp)
         bundle = args.bundle or make_bundle(workdir)
         print(
@@ -861,6 +905,7 @@ def main() -> None:
                     else ", ".join(f"{k}: {v:,.0f}" if isinstance(v, float) else f"{k}: {v}" for k, v in g.items())
                 )
             )
+    print(f"\nprediction log: {pruner.files:,} files, {pruner.bytes / 1e9:.1f} GB written, each deleted once complete")
 
 
 if __name__ == "__main__":
