@@ -446,7 +446,7 @@ class PredictionLog:
         flush_interval_s: float = 5.0,
         flush_rows: int = 100_000,
         max_pending_rows: int = 2_000_000,
-        thread_nice: int = 10,
+        thread_nice: int = 5,
         max_file_rows: int = 131_072,
     ) -> None:
         self.root = root
