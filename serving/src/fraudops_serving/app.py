@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 _BUCKETS = 1 << 32
+FIRST_LOAD_WAIT_S = 120.0  # the longest a worker of several waits for its first load before it listens
 VARIANT_CODES = ("champion", "challenger")  # variant code 0, 1 of a batch's rows
 
 
@@ -395,6 +396,11 @@ def create_app(
         rt.start()
         if background:
             manager.start()
+            if settings.workers > 1:
+                # One of several workers: it starts listening when start-up is over (see
+                # server.Supervisor), so it waits for its first load (served or refused) to
+                # take no scoring request that the others could have scored.
+                await asyncio.to_thread(manager.first_refresh.wait, FIRST_LOAD_WAIT_S)
         settle_heap()
         log.info("predictor %s starting (source: %s)", __version__, manager.source.kind)
         try:
@@ -652,7 +658,7 @@ def create_app(
     @app.get("/health", tags=["operations"], summary="Liveness", responses=docs.HEALTH_RESPONSES, operation_id="health")
     async def health() -> Response:
         """Alive: the process answers (whether or not a model is loaded; see /ready)."""
-        return _json({"status": "ok", "version": __version__})
+        return _json({"status": "ok", "version": __version__, "pid": os.getpid()})
 
     @app.get("/ready", tags=["operations"], summary="Readiness", responses=docs.READY_RESPONSES, operation_id="ready")
     async def ready() -> Response:

@@ -82,6 +82,8 @@ class ModelManager:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        # Set once the polling thread's first refresh is over, whatever its outcome.
+        self.first_refresh = threading.Event()
         self._thread: threading.Thread | None = None
         self._pinned_names: tuple[str, ...] = tuple(settings.expected_feature_names)
         self._pinned_schema = settings.feature_schema_version
@@ -251,6 +253,7 @@ class ModelManager:
                 self.refresh()
             except Exception:  # the reloader must survive anything; the next poll tries again
                 log.exception("model refresh failed")
+            self.first_refresh.set()
             if self.ready:
                 delay = self.settings.poll_interval_s
             else:

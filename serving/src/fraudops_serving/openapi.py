@@ -119,6 +119,7 @@ class ErrorResponse(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
+    pid: int = Field(description="The answering process (with several workers, which one answered).")
 
 
 class Ready(BaseModel):
