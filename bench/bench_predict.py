@@ -4,8 +4,8 @@
     .venv/bin/python bench/bench_predict.py --quick    # shorter phases
     .venv/bin/python bench/bench_predict.py --bundle $FRAUDOPS_HOME/bundles/fraud-detector/3
 
-Every server runs the same model (a bundle of the production architecture built here, or
-``--bundle``) in its own process with one uvicorn worker (uvloop + httptools, no access
+In the HTTP section every server runs the same model (a bundle of the production architecture
+built here, or ``--bundle``) in its own process with one uvicorn worker (uvloop + httptools, no access
 log), on loopback, pinned to the last core; the load generator is this process, pinned to
 the other cores (the header line says where each runs; a server that would share the
 generator's core is an error): a raw asyncio HTTP/1.1 keep-alive client for the closed loop,
@@ -23,7 +23,8 @@ a busy-polling one for the open loop. Targets:
 Per target: peak throughput (closed loop, 16 connections) with p50/p99, then p50/p99 in an
 open loop at half of that peak (latency counted from the scheduled send time, so queueing
 shows). Then rows per second of ``/predict/batch`` (JSON and Arrow) against raw
-``InferenceSession.run`` on the same rows, and the cost of fetching online card features
+``InferenceSession.run`` on the same rows, all on every core (the predictor with one worker
+process per core, 16 connections), and the cost of fetching online card features
 from a local ``redis-server``. Run it with ``--serve NAME`` to start one server alone.
 
 The predictors write their prediction logs under the run's temporary directory, as they do
@@ -60,6 +61,7 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CONNECTIONS = 16
+BATCH_CONNECTIONS = 16
 
 
 # --------------------------------------------------------------------------- servers
@@ -640,10 +642,12 @@ def batch_section(
     """Rows per second and CPU microseconds per row, raw ONNX Runtime vs /predict/batch (JSON, Arrow).
 
     Everything here runs on every core, as deployed: raw ``InferenceSession.run`` with
-    ONNX Runtime's default options in this process, and the predictor with its defaults
-    (one batch thread per core, the prediction log on; a second one with the log off).
-    The load generator only sends prepared bodies over four connections, so it takes
-    little of the machine. Raw ONNX Runtime and the predictors are measured in turn,
+    ONNX Runtime's default options in this process, and the predictor as one deploys it on
+    a machine of its own, one worker process per core (``--workers``; the prediction log
+    on; a second one with the log off). The load generator only sends prepared bodies,
+    over 16 connections (the kernel spreads them over the workers' sockets by their
+    addresses: with 16, each worker gets enough to stay busy), so it takes little of the
+    machine. Raw ONNX Runtime and the predictors are measured in turn,
     ``rounds`` times: each ratio is taken within a round. The CPU figures (all threads of
     the server process, per row) show where the time goes.
     """
@@ -706,17 +710,18 @@ def _batch(bundle: str, workdir: Path, seconds: float, rows: int, rounds: int) -
                 workdir / f"log-{logged}",
                 port,
                 FRAUDOPS_SERVING_MAX_BATCH_ROWS=str(rows),
+                FRAUDOPS_SERVING_WORKERS=str(len(_all_cpus())),
                 FRAUDOPS_SERVING_MAX_BODY_BYTES=str(max(8 << 20, 2 * len(json_body))),
                 **({} if logged else {"FRAUDOPS_SERVING_LOG_ENABLED": "false"}),
             )
             stack.enter_context(server([PY, "-m", "fraudops_serving"], port, "/ready", env, pin=False))
         for logged, raw in cases.values():  # warm-up
-            asyncio.run(closed_loop(ports[logged], raw, 1.0, 1000, conns=4))
+            asyncio.run(closed_loop(ports[logged], raw, 1.0, 1000, conns=BATCH_CONNECTIONS))
         for _ in range(rounds):
             for label, sess in sessions.items():
                 out[label].append(raw_run(sess))
             for label, (logged, raw) in cases.items():
-                r = asyncio.run(closed_loop(ports[logged], raw, seconds, 100_000, conns=4))
+                r = asyncio.run(closed_loop(ports[logged], raw, seconds, 100_000, conns=BATCH_CONNECTIONS))
                 if r["errors"]:
                     raise RuntimeError(f"{label}: {r['errors']} failed requests")
                 out[label].append((r["rps"] * rows, r.get("cpu_us", float("nan")) / rows))
