@@ -133,19 +133,22 @@ class ServingSettings(BaseSettings):
     # ---- inference
     device: Device = "cpu"
     # Batches of at most this many rows run on the event loop (a few tens of microseconds,
-    # less than a hop to a worker thread costs); larger ones run in a worker thread.
+    # less than a hop to a worker thread costs); larger ones run in a worker thread. With
+    # several workers, each worker's default is the batch maximum (see server.worker_defaults).
     inline_max_rows: int = Field(default=32, ge=0)
     # Single rows (/predict) that arrive in one turn of the event loop are scored together,
     # in one model call of at most this many rows (micro-batching without a timer: nothing
     # waits for company). 1 scores each row by itself.
     coalesce_max_rows: int = Field(default=32, ge=1)
-    # Threads of the batch session (0 = one per core); single rows always use one.
+    # Threads of the batch session (0 = one per core; with several workers, each worker's
+    # default is its share of the cores); single rows always use one.
     batch_threads: int = Field(default=0, ge=0)
     inference_workers: int = Field(default=2, ge=1)
 
     # ---- server (used by `fraudops serve` / `fraudops-serve` and the container)
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Worker processes on SO_REUSEPORT sockets under a supervisor (server.Supervisor).
     workers: int = Field(default=1, ge=1)
     graceful_timeout_s: float = Field(default=20.0, gt=0)
 
