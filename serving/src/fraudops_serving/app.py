@@ -53,7 +53,7 @@ from fraudops_serving.arrow import SOURCES, ArrowReader, BatchIds, ids_from_list
 from fraudops_serving.bundle import Model
 from fraudops_serving.coalesce import UNSCORABLE, Coalescer
 from fraudops_serving.coalesce import describe as describe_coalescer
-from fraudops_serving.inputs import InputError, Item, RowParser
+from fraudops_serving.inputs import InputError, Item, RowParser, may_hold_bools
 from fraudops_serving.manager import Served
 from fraudops_serving.metrics import Metrics
 from fraudops_serving.online import OnlineFeatures, OnlineStoreUnavailable
@@ -425,8 +425,8 @@ def create_app(
         served, champion, parser = rt.admit(request)
         ctype, length, _ = _body_headers(request)
         _check_json(ctype)
-        payload = _loads(await _read_body(request, settings.max_body_bytes, length))
-        item = parser.item(payload)
+        body = await _read_body(request, settings.max_body_bytes, length)
+        item = parser.item(_loads(body), bools=may_hold_bools(body))
         request_id = item.request_id or new_request_id()
         model, variant = champion, "champion"
         challenger = served.challenger
@@ -503,7 +503,7 @@ def create_app(
                 reader = ArrowReader(parser, settings.max_batch_rows)
             x, ids, columnar = reader.parse(body)
         elif "json" in ctype:
-            x, ids = _parse_json_batch(_loads(body), parser, settings.max_batch_rows)
+            x, ids = _parse_json_batch(_loads(body), parser, settings.max_batch_rows, bools=may_hold_bools(body))
         else:
             raise InputError(415, "unsupported_media_type", f"send {JSON} or {ARROW_STREAM}, not {ctype[:80]!r}")
         n = x.shape[0]
@@ -752,7 +752,9 @@ def _guarded(
     return guarded
 
 
-def _parse_json_batch(payload: Any, parser: RowParser, max_rows: int) -> tuple[np.ndarray, BatchIds]:
+def _parse_json_batch(
+    payload: Any, parser: RowParser, max_rows: int, *, bools: bool = True
+) -> tuple[np.ndarray, BatchIds]:
     if type(payload) is not dict:
         raise InputError(422, "invalid_body", "the body must be a JSON object with a 'transactions' array")
     extra = sorted(k for k in payload if k not in ("transactions", "batch_id"))
@@ -780,7 +782,7 @@ def _parse_json_batch(payload: Any, parser: RowParser, max_rows: int) -> tuple[n
     txns: list[str | None] = []
     rids: list[str | None] = []
     for i, obj in enumerate(items):
-        it: Item = parser.item(obj, where=f"transactions[{i}]")
+        it: Item = parser.item(obj, where=f"transactions[{i}]", bools=bools)
         x[i] = it.row
         cards.append(it.card_id)
         txns.append(it.transaction_id)

@@ -197,7 +197,7 @@ class Coalescer:
             keep = [i for i in range(len(probabilities)) if i not in refused]
             if not keep:
                 return
-            x = x[keep]
+            x, p = x[keep], p[keep]
             probabilities, decisions = [probabilities[i] for i in keep], [decisions[i] for i in keep]
             ids, txns = [ids[i] for i in keep], [txns[i] for i in keep]
             cards, t0 = [cards[i] for i in keep], [t0[i] for i in keep]
@@ -205,7 +205,9 @@ class Coalescer:
         latency = [(now - t) * 1000.0 for t in t0]
         predlog = self._predlog()
         if predlog is not None:
-            predlog.append_rows(
+            # Handed over as they are: x and p are this call's own arrays, the lists this
+            # call's own, and nothing here changes them afterwards.
+            predlog.append_scored(
                 ids,
                 time.time_ns() // 1000,
                 txns,
@@ -213,7 +215,7 @@ class Coalescer:
                 model.name,
                 model.version,
                 pending.variant,
-                probabilities,
+                p,
                 decisions,
                 latency,
                 x,
@@ -224,11 +226,8 @@ class Coalescer:
 
 
 def _predict(model: Model, x: np.ndarray) -> np.ndarray:
-    """One row through the model's I/O binding, several through its single-thread session."""
-    if x.shape[0] == 1:
-        np.copyto(model.buffer, x)
-        return np.array([model.predict_one()], dtype=np.float32)
-    return model.predict_small(x)
+    """The rows through the model's I/O binding of their count (on the event loop)."""
+    return model.predict_rows(x)
 
 
 def _fail(pending: _Pending, exc: BaseException) -> None:

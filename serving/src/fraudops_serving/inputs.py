@@ -2,8 +2,10 @@
 
 The hot path parses JSON with orjson and reads the features of a transaction with one
 C-level ``itemgetter`` over the manifest's names, then checks the value types in one
-pass (``set(map(type, values))``). Every refusal is an :class:`InputError` with an HTTP
-status in the 4xx range, a machine-readable code and a message that names the field.
+pass (``set(map(type, values))``), unless the body's text has no boolean in it: then
+:mod:`struct`, which packs the row, refuses every other value that is not a number.
+Every refusal is an :class:`InputError` with an HTTP status in the 4xx range, a
+machine-readable code and a message that names the field.
 
 Rules (the OpenAPI schema says the same):
 
@@ -91,15 +93,21 @@ class RowParser:
                         422, "invalid_value", f"{where}.features: feature {label} must be a number, got {_json_type(v)}"
                     )
 
-    def _row(self, values: Sequence[Any], where: str, names: Sequence[str] | None = None) -> np.ndarray:
+    def _row(
+        self, values: Sequence[Any], where: str, names: Sequence[str] | None = None, *, bools: bool = True
+    ) -> np.ndarray:
         """Checked numbers -> a float32 row.
 
         The numbers are packed straight into float32 by :mod:`struct` (one C call, a third of
-        NumPy's conversion from a list), which also refuses any number beyond float32's
-        range (JSON has no NaN or infinity, and orjson refuses doubles that overflow): the
-        refused row is then looked at value by value, to name the value.
+        NumPy's conversion from a list), which refuses a string, null, array or object, and
+        any number beyond float32's range (JSON has no NaN or infinity, and orjson refuses
+        doubles that overflow): the refused row is then looked at value by value, to name
+        the value. A boolean is the one JSON value :mod:`struct` takes for a number (as 0 or
+        1), so the types are checked first unless the caller knows there is no boolean in
+        the body (``bools=False``: no ``true`` or ``false`` in its text).
         """
-        self._check_values(values, where, names)
+        if bools:
+            self._check_values(values, where, names)
         n = len(values)
         row = np.empty(n, dtype=np.float32)
         try:
@@ -110,6 +118,7 @@ class RowParser:
             return row
         except (OverflowError, struct.error):
             pass
+        self._check_values(values, where, names)  # a value that is not a number, named
         for i, v in enumerate(values):
             try:
                 _pack_one(v)
@@ -122,11 +131,13 @@ class RowParser:
                 ) from None
         raise AssertionError("struct refused a row and accepted each of its values")  # pragma: no cover
 
-    def features(self, features: Any, *, card_id: int | None, where: str = "body") -> tuple[np.ndarray, bool]:
+    def features(
+        self, features: Any, *, card_id: int | None, where: str = "body", bools: bool = True
+    ) -> tuple[np.ndarray, bool]:
         """The row of ``features`` (object or array) and whether online features must be fetched.
 
         ``where`` locates the item in messages (``<where>.features: ...``), written out only
-        for a refusal.
+        for a refusal. ``bools=False``: the body holds no boolean (see :meth:`_row`).
         """
         if type(features) is dict:
             if len(features) == self.n:
@@ -135,7 +146,7 @@ class RowParser:
                 except KeyError:
                     values = None
                 if values is not None:
-                    return self._row(values, where, self.names), False
+                    return self._row(values, where, self.names, bools=bools), False
             return self._partial(features, card_id, where)
         if type(features) is list:
             if len(features) != self.n:
@@ -144,7 +155,7 @@ class RowParser:
                     "wrong_feature_count",
                     f"{where}.features: expected {self.n} values in the manifest's feature order, got {len(features)}",
                 )
-            return self._row(features, where, self.names), False
+            return self._row(features, where, self.names, bools=bools), False
         raise InputError(
             422,
             "invalid_features",
@@ -175,8 +186,12 @@ class RowParser:
         return row, True
 
     # ------------------------------------------------------------------ items
-    def item(self, obj: Any, where: str = "body") -> Item:
-        """One transaction object: ``{"features": ..., "card_id"?, "transaction_id"?, "request_id"?}``."""
+    def item(self, obj: Any, where: str = "body", *, bools: bool = True) -> Item:
+        """One transaction object: ``{"features": ..., "card_id"?, "transaction_id"?, "request_id"?}``.
+
+        ``bools=False`` when the body's text has no ``true`` or ``false`` (see :func:`may_hold_bools`):
+        the values' types need no check of their own then.
+        """
         if type(obj) is not dict:
             raise InputError(422, "invalid_body", f"{where}: must be a JSON object, got {_json_type(obj)}")
         if not obj.keys() <= ITEM_FIELDS:
@@ -196,8 +211,14 @@ class RowParser:
             )
         txn = _optional_id(obj.get("transaction_id"), where, "transaction_id")
         rid = _optional_id(obj.get("request_id"), where, "request_id")
-        row, needs = self.features(obj["features"], card_id=card_id, where=where)
+        row, needs = self.features(obj["features"], card_id=card_id, where=where, bools=bools)
         return Item(row, card_id, txn, rid, needs)
+
+
+def may_hold_bools(body: bytes) -> bool:
+    """Whether a JSON body may hold a boolean: its text has ``true`` or ``false`` (perhaps
+    inside a string, which only costs the check a body without them skips)."""
+    return b"true" in body or b"false" in body
 
 
 def _optional_id(value: Any, where: str, field: str) -> str | None:

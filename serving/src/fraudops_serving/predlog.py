@@ -464,6 +464,9 @@ class PredictionLog:
         self._free: dict[str, list[_Segment]] = {"C": [], "F": []}  # written, ready to be filled again
         self._max_free = 2 + 2 * -(-flush_rows // self._capacity)
         self._pending = 0
+        # Micro-batches of /predict as they were scored (see append_scored): copied into
+        # segments by the flushing thread, many at a time.
+        self._inbox: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one flush at a time (thread and close())
         self._wake = threading.Event()
@@ -538,28 +541,106 @@ class PredictionLog:
         """Log scored rows of one model and variant (a request, a batch or a micro-batch of
         ``/predict``): copied into the open segment of that model and variant, across as
         many segments as they fill. ``rows`` may be row- or column-major."""
-        n = rows.shape[0]
-        if rows.ndim != 2 or rows.shape[1] != len(self.feature_names):
-            raise ValueError(f"log rows have {rows.shape[-1]} features, the log {len(self.feature_names)}")
-        # Each layout into segments of its own, so that the copy runs along memory.
-        key = (model_name, model_version, variant, "C" if n == 1 or rows.flags.c_contiguous else "F")
-        ids = (request_ids, transaction_ids, card_ids)
+        n = self._check_rows(rows)
         with self._lock:
-            done = 0
-            while done < n:
-                seg = self._open.get(key)
-                if seg is None:
-                    seg = self._open[key] = self._segment(key)
-                k = min(n - done, seg.capacity - seg.n)
-                seg.put(done, k, ids, ts_us, probability, decision, latency_ms, rows)
-                if seg.n == seg.capacity:
-                    self._sealed.append(seg)
-                    del self._open[key]
-                done += k
+            self._put(
+                (model_name, model_version, variant),
+                (request_ids, transaction_ids, card_ids),
+                ts_us,
+                probability,
+                decision,
+                latency_ms,
+                rows,
+            )
             self._pending += n
             pending = self._pending
         if pending >= self.flush_rows:
             self._wake.set()
+
+    def append_scored(
+        self,
+        request_ids: list[str],
+        ts_us: int,
+        transaction_ids: list[str | None],
+        card_ids: list[int | None],
+        model_name: str,
+        model_version: str,
+        variant: str,
+        probability: np.ndarray,
+        decision: list[int],
+        latency_ms: list[float],
+        rows: np.ndarray,
+    ) -> None:
+        """Log a micro-batch of ``/predict`` (rows of one model call), taking its objects as
+        they are: the caller hands them over and does not change them afterwards.
+
+        Nothing is copied here: the flushing thread copies the micro-batches that arrived
+        since its last flush into segments together, one NumPy call a column for hundreds of
+        them, where this thread would pay for five slice assignments and a lock for every
+        handful of rows. ``rows`` is the model's input (row-major, made by the caller for the
+        call, never a view of a request body), ``probability`` the model's output.
+        """
+        n = self._check_rows(rows)
+        entry = (model_name, model_version, variant, request_ids, ts_us, transaction_ids, card_ids)
+        with self._lock:
+            self._inbox.append((*entry, probability, decision, latency_ms, rows))
+            self._pending += n
+            pending = self._pending
+        if pending >= self.flush_rows:
+            self._wake.set()
+
+    def _check_rows(self, rows: np.ndarray) -> int:
+        if rows.ndim != 2 or rows.shape[1] != len(self.feature_names):
+            raise ValueError(f"log rows have {rows.shape[-1]} features, the log {len(self.feature_names)}")
+        return int(rows.shape[0])
+
+    def _put(
+        self,
+        model: tuple[str, str, str],
+        ids: tuple[Any, Any, Any],
+        ts_us: int | np.ndarray,
+        probability: Any,
+        decision: Any,
+        latency_ms: Any,
+        rows: np.ndarray,
+    ) -> None:
+        """Copy rows of one model and variant into its open segment, across as many segments
+        as they fill (call with the lock held; the caller counts them as pending)."""
+        n = rows.shape[0]
+        # Each layout into segments of its own, so that the copy runs along memory.
+        key = (*model, "C" if n == 1 or rows.flags.c_contiguous else "F")
+        done = 0
+        while done < n:
+            seg = self._open.get(key)
+            if seg is None:
+                seg = self._open[key] = self._segment(key)
+            k = min(n - done, seg.capacity - seg.n)
+            seg.put(done, k, ids, ts_us, probability, decision, latency_ms, rows)
+            if seg.n == seg.capacity:
+                self._sealed.append(seg)
+                del self._open[key]
+            done += k
+
+    def _drain(self) -> None:
+        """Copy the micro-batches of :meth:`append_scored` into segments, all of one model and
+        variant at once (they were counted as pending when they arrived)."""
+        with self._lock:
+            inbox, self._inbox = self._inbox, []
+        if not inbox:
+            return
+        groups: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
+        for entry in inbox:
+            groups.setdefault(entry[:3], []).append(entry)
+        for model, entries in groups.items():
+            counts = [e[-1].shape[0] for e in entries]
+            ids = tuple(list(chain.from_iterable(e[i] for e in entries)) for i in (3, 5, 6))
+            ts = np.repeat(np.fromiter((e[4] for e in entries), np.int64, len(entries)), counts)
+            probability = np.concatenate([e[7] for e in entries])
+            decision = np.fromiter(chain.from_iterable(e[8] for e in entries), np.int8, probability.size)
+            latency = np.fromiter(chain.from_iterable(e[9] for e in entries), np.float32, probability.size)
+            rows = np.concatenate([e[10] for e in entries])
+            with self._lock:
+                self._put(model, ids, ts, probability, decision, latency, rows)  # type: ignore[arg-type]
 
     def _segment(self, key: tuple[str, str, str, str]) -> _Segment:
         """A free segment of the key's layout, or a new one (call with the lock held)."""
@@ -627,9 +708,11 @@ class PredictionLog:
     def flush(self) -> bool:
         """Write everything pending now; False when the sink failed (the rows stay queued)."""
         with self._write_lock:
+            self._drain()
             with self._lock:
                 segments = self._take()
-                self._pending = 0
+                # Micro-batches that arrived since the drain wait for the next flush.
+                self._pending = sum(e[-1].shape[0] for e in self._inbox)
             if self.metrics is not None:
                 self.metrics.log_pending.set(0)
             if not segments:
