@@ -198,26 +198,25 @@ class Coalescer:
             if not keep:
                 return
             x, p = x[keep], p[keep]
-            probabilities, decisions = [probabilities[i] for i in keep], [decisions[i] for i in keep]
+            decisions = [decisions[i] for i in keep]
             ids, txns = [ids[i] for i in keep], [txns[i] for i in keep]
             cards, t0 = [cards[i] for i in keep], [t0[i] for i in keep]
-        now = time.perf_counter()
-        latency = [(now - t) * 1000.0 for t in t0]
         predlog = self._predlog()
         if predlog is not None:
-            # Handed over as they are: x and p are this call's own arrays, the lists this
-            # call's own, and nothing here changes them afterwards.
+            # Handed over as they are: x and p are this call's own arrays, and nothing here
+            # changes them afterwards. Tuples, not lists: see PredictionLog.append_scored.
             predlog.append_scored(
-                ids,
+                tuple(ids),
                 time.time_ns() // 1000,
-                txns,
-                cards,
+                tuple(txns),
+                tuple(cards),
                 model.name,
                 model.version,
                 pending.variant,
                 p,
-                decisions,
-                latency,
+                threshold,
+                tuple(t0),
+                time.perf_counter(),
                 x,
             )
         self.metrics.scoring.predicted(pending.variant, len(decisions), sum(decisions))
