@@ -583,7 +583,7 @@ class PredictionLog:
         never a view of a request body), ``probability`` the model's output. The per-row
         values come as tuples of strings and numbers, which the garbage collector stops
         tracking at its first pass (lists would be traversed by every collection until the
-        flush, a few microseconds a request at peak load).
+        flush).
         """
         n = self._check_rows(rows)
         entry = (model_name, model_version, variant, request_ids, ts_us, transaction_ids, card_ids)
