@@ -17,6 +17,8 @@ from .conftest import ADMIN_KEY, NAMES
 
 def _build_app() -> Any:
     """An app on a real bundle, built at import: schemathesis collects one test per operation."""
+    import atexit
+    import shutil
     import tempfile
 
     from fraudops_serving.app import create_app
@@ -27,6 +29,7 @@ def _build_app() -> Any:
     from fraudops_serving.sources import make_source
 
     root = Path(tempfile.mkdtemp(prefix="fraudops-openapi-"))
+    atexit.register(shutil.rmtree, root, True)  # built at import, so no fixture can remove it
     bundle = write_bundle(root / "bundle", NAMES, version="1")
     s = ServingSettings(
         home=root / "home",
