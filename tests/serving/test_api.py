@@ -12,6 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .conftest import ADMIN_KEY, NAMES, SCORING_KEY, features
 
@@ -264,12 +266,59 @@ def test_json_numbers_become_their_float32_values() -> None:
     # ints, float32's largest value (exact, and as float32 prints it), a subnormal, a negative zero
     values = [3, FLT_MAX, 3.4028235e38, -FLT_MAX, 1e-45, -0.0, 0.1, *[float(i) for i in range(len(NAMES) - 7)]]
     row, needs_online = parser.features(values, card_id=None)
-    assert row.dtype == np.float32 and row.flags.writeable and not needs_online
+    assert row.dtype == np.float32 and row.shape == (len(NAMES),) and not needs_online
     np.testing.assert_array_equal(row, np.array(values, dtype=np.float64).astype(np.float32))
     assert np.signbit(row[5]) and row[4] > 0
     with pytest.raises(InputError) as err:
         parser.features([*values[:-1], 3.5e38], card_id=None)
     assert err.value.code == "out_of_range" and repr(NAMES[-1]) in err.value.message
+
+
+_ID_TEXT = st.text(alphabet=st.sampled_from('ulfeatrs"\\:,[]{} 0'), max_size=24)
+_VALUE = st.one_of(st.floats(-1e6, 1e6), st.integers(-1000, 1000), st.booleans())
+
+
+@st.composite
+def _bodies(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """A transaction's JSON text in any field order, with ids full of the letters and
+    quotes that the boolean pre-check looks for; and whether its features hold a boolean."""
+    values = draw(st.lists(_VALUE, min_size=len(NAMES), max_size=len(NAMES)))
+    by_name = draw(st.booleans())
+    fields: dict[str, Any] = {"features": dict(zip(NAMES, values, strict=True)) if by_name else values}
+    for name in draw(st.sets(st.sampled_from(["transaction_id", "request_id", "card_id", "extra"]))):
+        fields[name] = draw(st.one_of(_ID_TEXT, st.booleans(), st.integers(0, 99)))
+    order = draw(st.permutations(list(fields)))
+    return orjson.dumps({k: fields[k] for k in order}), any(type(v) is bool for v in values)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_bodies())
+def test_a_boolean_feature_is_refused_whatever_the_bodys_text(case: tuple[bytes, bool]) -> None:
+    """``may_hold_bools`` may say yes wrongly (a slower check), never no wrongly."""
+    from fraudops_serving.inputs import InputError, RowParser, may_hold_bools
+
+    body, has_bool = case
+    if has_bool:
+        assert may_hold_bools(body), body
+    obj = orjson.loads(body)
+    obj.pop("extra", None)
+    try:
+        RowParser(NAMES).item(obj, bools=may_hold_bools(body))
+    except InputError as exc:
+        assert not has_bool or exc.code in ("invalid_value", "invalid_card_id", "invalid_id"), exc.message
+    else:
+        assert not has_bool
+
+
+def test_the_boolean_pre_check_skips_plain_bodies() -> None:
+    from fraudops_serving.inputs import may_hold_bools
+
+    lst = [features(0)[n] for n in NAMES]
+    assert not may_hold_bools(orjson.dumps({"features": lst}))
+    assert not may_hold_bools(orjson.dumps({"transaction_id": "t-true", "card_id": 7, "features": lst}))
+    assert not may_hold_bools(orjson.dumps({"features": lst, "request_id": "r"}))  # by the whole-text search
+    assert may_hold_bools(orjson.dumps({"features": [*lst[:-1], False]}))
+    assert may_hold_bools(orjson.dumps({"features": [*lst[:-1], True]}))
 
 
 @pytest.mark.parametrize(("case", "payload", "status", "code"), _bad_cases(), ids=[c[0] for c in _bad_cases()])
