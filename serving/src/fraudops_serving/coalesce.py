@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from fraudops_serving.predlog import PredictionLog
 
 log = logging.getLogger(__name__)
+_F32 = np.dtype(np.float32)
 
 UNSCORABLE = (
     "the model gives no finite probability for these features (values far outside the training range "
@@ -148,7 +149,7 @@ class Coalescer:
         rows = pending.rows
         # The rows' bytes joined, then viewed as one array: a fifth of np.stack's cost on a
         # handful of rows. Read-only, and only read: by the model, the log and a shadow.
-        x = rows[0][None] if len(rows) == 1 else np.frombuffer(b"".join(rows), np.float32).reshape(len(rows), -1)  # type: ignore[arg-type]  # arrays are buffers
+        x = rows[0][None] if len(rows) == 1 else np.frombuffer(b"".join(rows), _F32).reshape(len(rows), -1)  # type: ignore[arg-type]  # arrays are buffers
         self.calls += 1
         self.rows += x.shape[0]
         if self.inline:
@@ -207,18 +208,18 @@ class Coalescer:
         predlog = self._predlog()
         if predlog is not None:
             # Handed over as they are: x and p are this call's own arrays, and nothing here
-            # changes them afterwards. Tuples, not lists: see PredictionLog.append_scored.
+            # changes them afterwards.
             predlog.append_scored(
-                tuple(ids),
+                ids,
                 time.time_ns() // 1000,
-                tuple(txns),
-                tuple(cards),
+                txns,
+                cards,
                 model.name,
                 model.version,
                 pending.variant,
                 p,
                 threshold,
-                tuple(t0),
+                t0,
                 time.perf_counter(),
                 x,
             )

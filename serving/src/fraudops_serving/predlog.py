@@ -340,6 +340,12 @@ def _column_major(parts: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _per_row(entries: list[tuple[Any, ...]], counts: list[int], c: int) -> list[Any]:
+    """Per-row column ``c`` (0: request ids, 1: transaction ids, 2: card ids, 3: start times)
+    of micro-batch entries of :meth:`PredictionLog.append_scored`, in order."""
+    return list(chain.from_iterable(e[8 + c * k : 8 + (c + 1) * k] for e, k in zip(entries, counts, strict=True)))
+
+
 class LocalParquetSink:
     """Writes Parquet files to a local disk without the page cache (``O_DIRECT``).
 
@@ -559,16 +565,16 @@ class PredictionLog:
 
     def append_scored(
         self,
-        request_ids: tuple[str, ...],
+        request_ids: Sequence[str],
         ts_us: int,
-        transaction_ids: tuple[str | None, ...],
-        card_ids: tuple[int | None, ...],
+        transaction_ids: Sequence[str | None],
+        card_ids: Sequence[int | None],
         model_name: str,
         model_version: str,
         variant: str,
         probability: np.ndarray,
         threshold: float,
-        started: tuple[float, ...],
+        started: Sequence[float],
         answered: float,
         rows: np.ndarray,
     ) -> None:
@@ -581,14 +587,15 @@ class PredictionLog:
         responses said) and latencies (``answered - started``, ``time.perf_counter`` seconds)
         there. ``rows`` is the model's input (row-major, made by the caller for the call,
         never a view of a request body), ``probability`` the model's output. The per-row
-        values come as tuples of strings and numbers, which the garbage collector stops
-        tracking at its first pass (lists would be traversed by every collection until the
-        flush).
+        values (strings and numbers) are kept in one flat tuple with the rest: one object
+        for the garbage collector, which stops tracking it at its first pass (a list or a
+        tuple a column would be one to four more, each traversed until then).
         """
         n = self._check_rows(rows)
-        entry = (model_name, model_version, variant, request_ids, ts_us, transaction_ids, card_ids)
+        entry = (model_name, model_version, variant, ts_us, probability, threshold, answered, rows)
+        flat = (*entry, *request_ids, *transaction_ids, *card_ids, *started)
         with self._lock:
-            self._inbox.append((*entry, probability, threshold, started, answered, rows))
+            self._inbox.append(flat)
             self._pending += n
             pending = self._pending
         if pending >= self.flush_rows:
@@ -637,17 +644,19 @@ class PredictionLog:
         for entry in inbox:
             groups.setdefault(entry[:3], []).append(entry)
         for model, entries in groups.items():
-            counts = [e[-1].shape[0] for e in entries]
-            ids = tuple(list(chain.from_iterable(e[i] for e in entries)) for i in (3, 5, 6))
-            ts = np.repeat(np.fromiter((e[4] for e in entries), np.int64, len(entries)), counts)
-            probability = np.concatenate([e[7] for e in entries])
+            # An entry: model_name, model_version, variant, ts_us, probability, threshold,
+            # answered, rows, then k request ids, k transaction ids, k card ids, k start times.
+            counts = [e[7].shape[0] for e in entries]
+            ids = (_per_row(entries, counts, 0), _per_row(entries, counts, 1), _per_row(entries, counts, 2))
+            ts = np.repeat(np.fromiter((e[3] for e in entries), np.int64, len(entries)), counts)
+            probability = np.concatenate([e[4] for e in entries])
             # Compared in double precision, as the responses' decisions were.
-            threshold = np.repeat(np.fromiter((e[8] for e in entries), np.float64, len(entries)), counts)
+            threshold = np.repeat(np.fromiter((e[5] for e in entries), np.float64, len(entries)), counts)
             decision = (probability.astype(np.float64) >= threshold).astype(np.int8)
-            answered = np.repeat(np.fromiter((e[10] for e in entries), np.float64, len(entries)), counts)
-            started = np.fromiter(chain.from_iterable(e[9] for e in entries), np.float64, probability.size)
+            answered = np.repeat(np.fromiter((e[6] for e in entries), np.float64, len(entries)), counts)
+            started = np.array(_per_row(entries, counts, 3), dtype=np.float64)
             latency = ((answered - started) * 1000.0).astype(np.float32)
-            rows = np.concatenate([e[11] for e in entries])
+            rows = np.concatenate([e[7] for e in entries])
             with self._lock:
                 self._put(model, ids, ts, probability, decision, latency, rows)  # type: ignore[arg-type]
 
@@ -721,7 +730,7 @@ class PredictionLog:
             with self._lock:
                 segments = self._take()
                 # Micro-batches that arrived since the drain wait for the next flush.
-                self._pending = sum(e[-1].shape[0] for e in self._inbox)
+                self._pending = sum(e[7].shape[0] for e in self._inbox)
             if self.metrics is not None:
                 self.metrics.log_pending.set(0)
             if not segments:
