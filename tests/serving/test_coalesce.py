@@ -164,3 +164,34 @@ def test_a_failing_call_fails_its_own_requests_and_the_next_call_works(make_bund
         failed, scored = asyncio.run(go(inline))
         assert all(isinstance(e, Exception) and "features" in str(e) for e in failed), failed
         np.testing.assert_allclose([s.probability for s in scored], _raw(bundle, rows), rtol=1e-5)
+
+
+def test_rows_read_in_the_next_poll_join_the_call(make_bundle: Callable[..., Path]) -> None:
+    """With ``polls=2`` (the default) a row queued one event-loop turn after the first shares
+    its call; with ``polls=1`` it makes a call of its own; two turns later, a new call either way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fraudops_serving.bundle import load_bundle
+    from fraudops_serving.coalesce import Coalescer
+    from fraudops_serving.metrics import Metrics
+
+    bundle = make_bundle("9")
+    model = load_bundle(bundle)
+    rows = np.array([[features(i)[n] for n in NAMES] for i in range(3)], dtype=np.float32)
+
+    async def go(polls: int, gaps: list[int]) -> tuple[int, list[float]]:
+        with ThreadPoolExecutor(1) as pool:
+            c = Coalescer(max_rows=8, inline=True, executor=pool, metrics=Metrics(), predlog=lambda: None, polls=polls)
+            futures = []
+            for i, gap in enumerate(gaps):
+                for _ in range(gap):
+                    await asyncio.sleep(0)  # one turn of the loop: one poll for I/O
+                futures.append(c.score(model, "champion", rows[i], f"r{i}", None, None, 0.0))
+            scored = await asyncio.gather(*futures)
+            return c.calls, [s.probability for s in scored]
+
+    raw = _raw(bundle, rows)
+    for polls, gaps, calls in ((2, [0, 1, 0], 1), (1, [0, 1, 0], 2), (2, [0, 2, 0], 2), (3, [0, 1, 1], 1)):
+        made, probabilities = asyncio.run(go(polls, gaps))
+        assert made == calls, (polls, gaps)
+        np.testing.assert_allclose(probabilities, raw, rtol=1e-5)

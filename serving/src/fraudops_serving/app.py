@@ -147,6 +147,7 @@ class Runtime:
                 metrics=metrics,
                 predlog=lambda: self.predlog,
                 shadow=self._shadow_rows,
+                polls=settings.coalesce_polls,
             )
         manager.on_swap(self._on_swap)
         if manager.served.champion is not None:

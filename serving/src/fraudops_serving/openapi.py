@@ -154,8 +154,8 @@ class ModelStatus(BaseModel):
     traffic: dict[str, Any]
     online_features: dict[str, Any]
     micro_batching: dict[str, Any] = Field(
-        description="Single rows scored together per event-loop turn: enabled, max_rows, calls, rows, "
-        "mean_rows_per_call."
+        description="Single rows scored together (those read in `polls` polls of the event loop): enabled, "
+        "max_rows, polls, calls, rows, mean_rows_per_call."
     )
 
 
