@@ -188,6 +188,44 @@ def test_micro_batches_fill_the_column_buffers_across_their_ends(tmp_path: Path)
         )
 
 
+def test_micro_batches_are_drained_between_flushes_in_slices_and_in_order(tmp_path: Path) -> None:
+    """The flushing thread copies /predict's micro-batches into segments every ``DRAIN_S``
+    between flushes, ``DRAIN_ENTRIES`` at a time; the file holds every row once, in order,
+    with the decisions and latencies derived from the probabilities and start times."""
+    import time
+
+    import pyarrow.dataset as ds
+
+    log = PredictionLog(str(tmp_path / "log"), ["a", "b"], flush_interval_s=30.0)
+    log.DRAIN_ENTRIES = 3  # 10 micro-batches: 4 slices
+    log.start()
+    try:
+        ids: list[str] = []
+        start = 0
+        for k in (1, 4, 2, 7, 1, 3, 5, 2, 1, 6):
+            rows = np.column_stack([np.arange(start, start + k), -np.arange(start, start + k)]).astype(np.float32)
+            batch = [f"r{i}" for i in range(start, start + k)]
+            p = np.linspace(0.0, 1.0, k, dtype=np.float32)
+            log.append_scored(
+                batch, 1_700_000_000_000_000, [None] * k, list(range(start, start + k)), "m", "4", "champion",
+                p, 0.5, [10.0] * k, 10.002, rows,
+            )  # fmt: skip
+            ids += batch
+            start += k
+        deadline = time.monotonic() + 10
+        while log._inbox and time.monotonic() < deadline:  # drained by the thread, well before its flush
+            time.sleep(0.01)
+        assert not log._inbox and log.pending_rows == start and not log.files
+    finally:
+        log.close()
+    table = ds.dataset(str(tmp_path / "log"), format="parquet", partitioning="hive").to_table()
+    got = table.to_pylist()
+    assert [r["request_id"] for r in got] == ids and [r["card_id"] for r in got] == list(range(start))
+    assert all(r["a"] == i and r["b"] == -i for i, r in enumerate(got))
+    assert all(r["decision"] == int(r["probability"] >= 0.5) for r in got)
+    assert all(r["latency_ms"] == pytest.approx(2.0, abs=1e-3) for r in got)
+
+
 def test_logged_rows_hold_nothing_of_the_request_and_reused_segments_keep_earlier_rows(tmp_path: Path) -> None:
     """Rows are copied in when logged (the request's arrays can go at once, an Arrow id column
     read from a body too), and segments written once are filled again without touching what

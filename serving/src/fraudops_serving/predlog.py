@@ -442,6 +442,10 @@ class PredictionLog:
 
     # Rows of a segment (at most; fewer when flush_rows is smaller): 4 MiB of features at 128.
     SEGMENT_ROWS = 8192
+    # The micro-batches of /predict go into segments every DRAIN_S between flushes, in slices
+    # of DRAIN_ENTRIES (see _drain).
+    DRAIN_S = 0.05
+    DRAIN_ENTRIES = 64
 
     def __init__(
         self,
@@ -634,12 +638,18 @@ class PredictionLog:
             done += k
 
     def _drain(self) -> None:
-        """Copy the micro-batches of :meth:`append_scored` into segments, all of one model and
-        variant at once (they were counted as pending when they arrived)."""
+        """Copy the micro-batches of :meth:`append_scored` into segments, those of one model and
+        variant together, ``DRAIN_ENTRIES`` at a time (they were counted as pending when they
+        arrived). Between two slices the interpreter is let go (``time.sleep(0)``): a request
+        waiting for it waits for one slice (a fraction of a millisecond), not for them all."""
         with self._lock:
             inbox, self._inbox = self._inbox, []
-        if not inbox:
-            return
+        for lo in range(0, len(inbox), self.DRAIN_ENTRIES):
+            if lo:
+                time.sleep(0)
+            self._drain_slice(inbox[lo : lo + self.DRAIN_ENTRIES])
+
+    def _drain_slice(self, inbox: list[tuple[Any, ...]]) -> None:
         groups: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
         for entry in inbox:
             groups.setdefault(entry[:3], []).append(entry)
@@ -715,13 +725,22 @@ class PredictionLog:
             except OSError as exc:
                 log.warning("prediction log: could not lower the flushing thread's priority: %s", exc)
         backoff = self.flush_interval_s
+        due = time.monotonic() + backoff
         while not self._stop.is_set():
-            self._wake.wait(timeout=backoff)
-            self._wake.clear()
+            # Between flushes, the micro-batches are copied into segments every DRAIN_S: a
+            # little work often rather than all of it at the flush, which would hold the
+            # interpreter (and the core) for milliseconds while requests wait.
+            woken = self._wake.wait(timeout=max(0.0, min(self.DRAIN_S, due - time.monotonic())))
             if self._stop.is_set():
                 break
+            if not woken and time.monotonic() < due:
+                with self._write_lock:
+                    self._drain()
+                continue
+            self._wake.clear()
             ok = self.flush()
             backoff = self.flush_interval_s if ok else min(backoff * 2, 60.0)
+            due = time.monotonic() + backoff
 
     def flush(self) -> bool:
         """Write everything pending now; False when the sink failed (the rows stay queued)."""
