@@ -172,10 +172,10 @@ class _Segment:
     instead of faulting in fresh pages. A written segment goes back to a pool and is
     filled again, so that the log's own buffers are not fresh memory either.
 
-    Features are row-major in a segment of single rows and micro-batches (a row is 512
-    contiguous bytes, not one value in each of 128 columns) and column-major in a segment of
-    batches (copied from an Arrow body's columns as they lie, and handed to Parquet
-    column by column without a copy).
+    Features are row-major in a segment of single rows (a row is 512 contiguous bytes, not
+    one value in each of 128 columns) and column-major in a segment of batches (copied from
+    an Arrow body's columns as they lie, and handed to Parquet column by column without a
+    copy) and of micro-batches (transposed by the flushing thread as it drains them).
     """
 
     __slots__ = ("decision", "features", "key", "latency", "n", "parts", "probability", "start", "ts")
@@ -231,7 +231,14 @@ class _Segment:
             self.ts[i] = ts_us[lo] if isinstance(ts_us, np.ndarray) else ts_us
             self.latency[i] = latency_ms[lo] if isinstance(latency_ms, np.ndarray | list) else latency_ms
         else:
-            self.features[i:j] = features if whole else features[lo:hi]
+            rows = features if whole else features[lo:hi]
+            if self.key[3] == "F" and k > _BLOCK_ROWS and rows.flags.c_contiguous:
+                # Row-major rows into column-major columns (drained micro-batches): 64 rows at a
+                # time, as _column_major does, so the transposition stays in the cache.
+                for s in range(0, k, _BLOCK_ROWS):
+                    self.features[i + s : i + min(s + _BLOCK_ROWS, k)] = rows[s : s + _BLOCK_ROWS]
+            else:
+                self.features[i:j] = rows
             self.probability[i:j] = probability if whole else probability[lo:hi]
             self.decision[i:j] = decision if whole else decision[lo:hi]
             self.ts[i:j] = ts_us[lo:hi] if isinstance(ts_us, np.ndarray) else ts_us
@@ -619,12 +626,13 @@ class PredictionLog:
         decision: Any,
         latency_ms: Any,
         rows: np.ndarray,
+        layout: Literal["C", "F"] | None = None,
     ) -> None:
         """Copy rows of one model and variant into its open segment, across as many segments
-        as they fill (call with the lock held; the caller counts them as pending)."""
+        as they fill (call with the lock held; the caller counts them as pending). ``layout``:
+        the segments' (default: the rows' own, so that the copy runs along memory)."""
         n = rows.shape[0]
-        # Each layout into segments of its own, so that the copy runs along memory.
-        key = (*model, "C" if n == 1 or rows.flags.c_contiguous else "F")
+        key = (*model, layout or ("C" if n == 1 or rows.flags.c_contiguous else "F"))
         done = 0
         while done < n:
             seg = self._open.get(key)
@@ -668,7 +676,9 @@ class PredictionLog:
             latency = ((answered - started) * 1000.0).astype(np.float32)
             rows = np.concatenate([e[7] for e in entries])
             with self._lock:
-                self._put(model, ids, ts, probability, decision, latency, rows)  # type: ignore[arg-type]
+                # Into column-major segments: transposed here, a slice at a time between flushes,
+                # the flush hands their columns to Parquet without a copy.
+                self._put(model, ids, ts, probability, decision, latency, rows, "F")  # type: ignore[arg-type]
 
     def _segment(self, key: tuple[str, str, str, str]) -> _Segment:
         """A free segment of the key's layout, or a new one (call with the lock held)."""
