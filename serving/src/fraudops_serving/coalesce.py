@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fraudops_serving.inputs import InputError
+from fraudops_serving.inputs import F32, InputError
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from fraudops_serving.predlog import PredictionLog
 
 log = logging.getLogger(__name__)
-_F32 = np.dtype(np.float32)
 
 UNSCORABLE = (
     "the model gives no finite probability for these features (values far outside the training range "
@@ -136,14 +135,17 @@ class Coalescer:
         elif not self._scheduled:
             self._scheduled = True
             # A callback scheduled now runs after the loop's next poll for I/O.
-            loop.call_soon(self._flush if self.polls == 1 else self._wait, loop, 2)
+            loop.call_soon(self._wait, loop, 1)
         return fut
 
     def _wait(self, loop: asyncio.AbstractEventLoop, poll: int) -> None:
-        """One poll done: the requests read in it have queued their rows; score after the next."""
-        loop.call_soon(self._flush if poll >= self.polls else self._wait, loop, poll + 1)
+        """``poll`` polls done: the requests read in them have queued their rows."""
+        if poll >= self.polls:
+            self._flush(loop)
+        else:
+            loop.call_soon(self._wait, loop, poll + 1)
 
-    def _flush(self, loop: asyncio.AbstractEventLoop, _poll: int = 0) -> None:
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False
         batches, self._open = list(self._open.values()), {}
         for pending in batches:
@@ -162,7 +164,7 @@ class Coalescer:
         rows = pending.rows
         # The rows' bytes joined, then viewed as one array: a fifth of np.stack's cost on a
         # handful of rows. Read-only, and only read: by the model, the log and a shadow.
-        x = rows[0][None] if len(rows) == 1 else np.frombuffer(b"".join(rows), _F32).reshape(len(rows), -1)  # type: ignore[arg-type]  # arrays are buffers
+        x = rows[0][None] if len(rows) == 1 else np.frombuffer(b"".join(rows), F32).reshape(len(rows), -1)  # type: ignore[arg-type]  # arrays are buffers
         self.calls += 1
         self.rows += x.shape[0]
         if self.inline:

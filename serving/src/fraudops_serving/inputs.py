@@ -41,7 +41,7 @@ ITEM_FIELDS = frozenset({"features", "card_id", "transaction_id", "request_id"})
 _pack_one = struct.Struct("=f").pack
 _NUMBER_TYPES = frozenset({float, int})
 _MISSING = object()
-_F32 = np.dtype(np.float32)  # a dtype object: np.frombuffer resolves it faster than the type
+F32 = np.dtype(np.float32)  # a dtype object: np.frombuffer resolves it faster than the type
 _JSON_TYPE = {str: "a string", bool: "a boolean", type(None): "null", list: "an array", dict: "an object"}
 
 
@@ -115,7 +115,7 @@ class RowParser:
         try:
             # (A row without its online features has fewer values: struct caches that format.)
             packed = self._pack(*values) if n == self.n else struct.pack(f"={n}f", *values)
-            return np.frombuffer(packed, _F32)
+            return np.frombuffer(packed, F32)
         except (OverflowError, struct.error):
             pass
         self._check_values(values, where, names)  # a value that is not a number, named
@@ -220,7 +220,7 @@ class RowParser:
             # The common case inline (a function call less per request): an array of numbers.
             # A value struct refuses goes the general way below, which names it.
             try:
-                return Item(np.frombuffer(self._pack(*features), _F32), card_id, txn, rid, False)
+                return Item(np.frombuffer(self._pack(*features), F32), card_id, txn, rid, False)
             except (OverflowError, struct.error):
                 pass
         row, needs = self.features(features, card_id=card_id, where=where, bools=bools)

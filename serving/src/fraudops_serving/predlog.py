@@ -232,11 +232,8 @@ class _Segment:
             self.latency[i] = latency_ms[lo] if isinstance(latency_ms, np.ndarray | list) else latency_ms
         else:
             rows = features if whole else features[lo:hi]
-            if self.key[3] == "F" and k > _BLOCK_ROWS and rows.flags.c_contiguous:
-                # Row-major rows into column-major columns (drained micro-batches): 64 rows at a
-                # time, as _column_major does, so the transposition stays in the cache.
-                for s in range(0, k, _BLOCK_ROWS):
-                    self.features[i + s : i + min(s + _BLOCK_ROWS, k)] = rows[s : s + _BLOCK_ROWS]
+            if self.key[3] == "F" and rows.flags.c_contiguous:  # drained micro-batches
+                _transpose_into(self.features[i:j], rows)
             else:
                 self.features[i:j] = rows
             self.probability[i:j] = probability if whole else probability[lo:hi]
@@ -334,16 +331,20 @@ def _table(segments: list[_Segment], feature_names: Sequence[str]) -> pa.Table:
 _BLOCK_ROWS = 64
 
 
+def _transpose_into(out: np.ndarray, rows: np.ndarray) -> None:
+    """Row-major ``rows`` into the column-major ``out`` of their shape, 64 rows at a time (a
+    plain assignment is a transposition that misses the cache on every value: ten times slower)."""
+    for s in range(0, rows.shape[0], _BLOCK_ROWS):
+        out[s : s + _BLOCK_ROWS] = rows[s : s + _BLOCK_ROWS]
+
+
 def _column_major(parts: list[np.ndarray]) -> np.ndarray:
-    """Row-major blocks stacked into one column-major block, 64 rows at a time (a plain
-    assignment is a transposition that misses the cache on every value: ten times slower)."""
+    """Row-major blocks stacked into one column-major block (see :func:`_transpose_into`)."""
     out = np.empty((sum(p.shape[0] for p in parts), parts[0].shape[1]), dtype=np.float32, order="F")
     pos = 0
     for part in parts:
-        for s in range(0, part.shape[0], _BLOCK_ROWS):
-            block = part[s : s + _BLOCK_ROWS]
-            out[pos : pos + block.shape[0]] = block
-            pos += block.shape[0]
+        _transpose_into(out[pos : pos + part.shape[0]], part)
+        pos += part.shape[0]
     return out
 
 
