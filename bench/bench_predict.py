@@ -371,37 +371,74 @@ def open_loop(port: int, raw: bytes, rate: float, seconds: float, conns: int = 6
     send requests in bursts and add up to a millisecond of the generator's lateness to
     every measured latency. A request that finds every connection busy waits for one,
     and that wait counts.
+
+    Connections are taken in turn (the one idle longest first): taken last-in first-out, a
+    few stay busy while the rest idle past the server's keep-alive timeout (uvicorn's 5 s),
+    and a request sent just as the server closes its connection is never answered (the
+    keep-alive race). A connection the server closes is replaced; a request lost with it
+    counts as an error. The loop gives up with an error after ``seconds`` plus 30 s.
     """
     import select
+    from collections import deque
 
-    socks = []
-    for _ in range(conns):
+    ep = select.epoll()
+    by_fd: dict[int, socket.socket] = {}
+    bufs: dict[int, bytearray] = {}
+    free: deque[int] = deque()
+
+    def connect() -> None:
         sk = socket.create_connection(("127.0.0.1", port))
         sk.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sk.setblocking(False)
-        socks.append(sk)
-    ep = select.epoll()
-    for sk in socks:
-        ep.register(sk.fileno(), select.EPOLLIN)
-    by_fd = {sk.fileno(): sk for sk in socks}
-    free = list(by_fd)
+        fd = sk.fileno()
+        by_fd[fd], bufs[fd] = sk, bytearray()
+        ep.register(fd, select.EPOLLIN)
+        free.append(fd)
+
+    def drop(fd: int) -> None:
+        ep.unregister(fd)
+        by_fd.pop(fd).close()
+        del bufs[fd]
+        connect()
+
+    for _ in range(conns):
+        connect()
     started: dict[int, float] = {}  # fd -> scheduled time of its request in flight
-    bufs: dict[int, bytearray] = {fd: bytearray() for fd in by_fd}
     n = int(rate * seconds)
     lat: list[float] = []
-    errors = 0
+    errors = lost = 0
     sent = 0
     t0 = time.perf_counter() + 0.01
-    while len(lat) < n:
+    give_up = t0 + seconds + 30.0
+    while len(lat) + lost < n:
         now = time.perf_counter()
+        if now > give_up:
+            raise RuntimeError(f"open loop on port {port}: {n - len(lat) - lost} of {n} requests unanswered")
         while sent < n and free and t0 + sent / rate <= now:
-            fd = free.pop()
-            by_fd[fd].send(raw)
+            fd = free.popleft()
+            try:
+                by_fd[fd].send(raw)
+            except OSError:  # closed by the server while idle: the same request on a new one
+                drop(fd)
+                continue
             started[fd] = t0 + sent / rate
             sent += 1
         for fd, _ in ep.poll(0):
+            if fd not in by_fd:  # replaced earlier in this poll
+                continue
+            try:
+                data = by_fd[fd].recv(65536)
+            except OSError:
+                data = b""
+            if not data:  # closed by the server
+                if started.pop(fd, None) is not None:
+                    lost += 1
+                else:
+                    free.remove(fd)
+                drop(fd)
+                continue
             buf = bufs[fd]
-            buf += by_fd[fd].recv(65536)
+            buf += data
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 continue
@@ -416,9 +453,9 @@ def open_loop(port: int, raw: bytes, rate: float, seconds: float, conns: int = 6
             free.append(fd)
     wall = time.perf_counter() - t0
     ep.close()
-    for sk in socks:
+    for sk in by_fd.values():
         sk.close()
-    return _summary(lat, wall, errors)
+    return _summary(lat, wall, errors + lost)
 
 
 def _summary(lat: list[float], wall: float, errors: int) -> dict[str, Any]:
