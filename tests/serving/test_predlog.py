@@ -114,6 +114,18 @@ def test_oldest_rows_are_dropped_and_counted_only_beyond_the_bound(tmp_path: Pat
     assert sorted(table.column("card_id").to_pylist()) == list(range(15, 40))
 
 
+def test_only_the_columns_that_shrink_are_compressed(tmp_path: Path) -> None:
+    """Snappy on the callers' ids and the labels; not on the features (floats) nor on the
+    request ids (random hex), where it costs encode time and saves nothing."""
+    log = PredictionLog(str(tmp_path / "log"), ["a", "b", "c"])
+    log.append(_chunk(50))
+    assert log.flush() is True
+    meta = pq.ParquetFile(log.files[0]).metadata.row_group(0)
+    codecs = {meta.column(i).path_in_schema: meta.column(i).compression for i in range(meta.num_columns)}
+    assert {c for c, codec in codecs.items() if codec == "UNCOMPRESSED"} == {"request_id", "a", "b", "c"}
+    assert codecs["ts"] == codecs["transaction_id"] == codecs["card_id"] == "SNAPPY"
+
+
 def test_append_refuses_rows_of_another_width(tmp_path: Path) -> None:
     log = PredictionLog(str(tmp_path), ["a", "b"])
     with pytest.raises(ValueError, match="3 features, the log 2"):
