@@ -62,6 +62,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CONNECTIONS = 16
 BATCH_CONNECTIONS = 16
+# A gap between two turns of the open loop longer than this is a pause of the generator.
+STALL_S = 0.0005
 
 
 # --------------------------------------------------------------------------- servers
@@ -377,6 +379,12 @@ def open_loop(port: int, raw: bytes, rate: float, seconds: float, conns: int = 6
     and a request sent just as the server closes its connection is never answered (the
     keep-alive race). A connection the server closes is replaced; a request lost with it
     counts as an error. The loop gives up with an error after ``seconds`` plus 30 s.
+
+    The generator's own pauses are counted too (``stalls``: gaps over ``STALL_S`` between two
+    turns of the loop, with their total and the longest): while it is off its core, requests
+    go out late and answers wait unread, and that lateness is counted in every latency it
+    covers, as it must be without coordinated omission. Here it is the machine, not the
+    server: another task on the generator's core (a kernel thread, a service).
     """
     import select
     from collections import deque
@@ -410,8 +418,13 @@ def open_loop(port: int, raw: bytes, rate: float, seconds: float, conns: int = 6
     sent = 0
     t0 = time.perf_counter() + 0.01
     give_up = t0 + seconds + 30.0
+    stalls: list[float] = []
+    prev = time.perf_counter()
     while len(lat) + lost < n:
         now = time.perf_counter()
+        if now - prev > STALL_S:
+            stalls.append(now - prev)
+        prev = now
         if now > give_up:
             raise RuntimeError(f"open loop on port {port}: {n - len(lat) - lost} of {n} requests unanswered")
         while sent < n and free and t0 + sent / rate <= now:
@@ -455,7 +468,12 @@ def open_loop(port: int, raw: bytes, rate: float, seconds: float, conns: int = 6
     ep.close()
     for sk in by_fd.values():
         sk.close()
-    return _summary(lat, wall, errors + lost)
+    return {
+        **_summary(lat, wall, errors + lost),
+        "stalls": len(stalls),
+        "stall_ms": sum(stalls) * 1000.0,
+        "stall_max_ms": max(stalls, default=0.0) * 1000.0,
+    }
 
 
 def _summary(lat: list[float], wall: float, errors: int) -> dict[str, Any]:
@@ -578,14 +596,26 @@ def ratio_lines(res: dict[str, Any]) -> list[str]:
     if "mlflow models serve" in res:
         lines.append(f"predictor / mlflow models serve:          {both(pred, 'mlflow models serve', '.1f')}")
     lines.append(f"predictor p99 at half of its peak load:   {res[pred]['half']['p99_ms']:.2f} ms  (target < 5 ms)")
+    lines.append(
+        f"  the load generator's own pauses over {STALL_S * 1000:.1f} ms in that phase: {_stalls(res[pred]['half'])}"
+    )
     if NO_LOG in res:
         t, lo, hi = round_ratio(res, pred, NO_LOG)
         with_log, without = res[pred]["half"]["p99_ms"], res[NO_LOG]["half"]["p99_ms"]
         lines.append(
             f"the prediction log's cost: with it, {t:.0%} of the throughput without it (rounds {lo:.0%}-{hi:.0%}); "
-            f"p99 at half load {with_log:.2f} ms with it, {without:.2f} without"
+            f"p99 at half load {with_log:.2f} ms with it, {without:.2f} without (the generator paused "
+            f"{res[pred]['half']['stall_ms']:.1f} and {res[NO_LOG]['half']['stall_ms']:.1f} ms in those phases)"
         )
     return lines
+
+
+def _stalls(half: dict[str, Any]) -> str:
+    """The generator's pauses in an open-loop phase, as :func:`open_loop` counted them."""
+    return (
+        f"{half['stalls']}, {half['stall_ms']:.1f} ms in all, the longest {half['stall_max_ms']:.2f} ms "
+        f"(counted in the latency of every request they delayed)"
+    )
 
 
 def interleaved(targets: dict[str, tuple[int, bytes]], seconds: float, rounds: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,10 +28,11 @@ class _Server:
     """An HTTP/1.1 keep-alive server on a thread's event loop that answers every request,
     except that it closes the connection instead of answering every ``drop_every``-th one
     (the keep-alive race as the client sees it), and closes connections idle for
-    ``idle_s`` (uvicorn's keep-alive timeout)."""
+    ``idle_s`` (uvicorn's keep-alive timeout). At its ``hog_at``-th request it keeps the
+    interpreter for ``hog_s``: to the generator in this process, a pause of its own."""
 
-    def __init__(self, drop_every: int = 0, idle_s: float = 0.0) -> None:
-        self.drop_every, self.idle_s = drop_every, idle_s
+    def __init__(self, drop_every: int = 0, idle_s: float = 0.0, hog_at: int = 0, hog_s: float = 0.0) -> None:
+        self.drop_every, self.idle_s, self.hog_at, self.hog_s = drop_every, idle_s, hog_at, hog_s
         self.requests = self.dropped = self.idle_closed = self.connections = 0
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -57,6 +59,10 @@ class _Server:
                 length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
                 await reader.readexactly(length)
                 self.requests += 1
+                if self.requests == self.hog_at:  # keeps the interpreter: the generator cannot run
+                    end = time.perf_counter() + self.hog_s
+                    while time.perf_counter() < end:
+                        pass
                 if self.drop_every and self.requests % self.drop_every == 0:
                     self.dropped += 1
                     return
@@ -123,3 +129,21 @@ def test_a_connection_closed_while_idle_is_replaced_before_it_carries_a_request(
     r = bp.open_loop(server.port, raw, rate=2, seconds=3.0, conns=4)
     assert r["requests"] + r["errors"] == 6 and r["errors"] <= 1
     assert server.idle_closed >= 4 * 3  # closed again and again while idle: replaced each time
+
+
+def test_the_generators_own_pauses_are_counted_and_stay_in_the_latency(make_server) -> None:
+    # The server thread keeps the interpreter for 40 ms once (the switch interval raised so
+    # that it is not made to let go): the generator's loop stops for that long, and the
+    # requests it should have sent meanwhile are late by up to as much.
+    server = make_server(hog_at=500, hog_s=0.04)
+    raw = bp.http_request(server.port, "/predict", b'{"features": [1.0]}')
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.1)
+    try:
+        r = bp.open_loop(server.port, raw, rate=2000, seconds=1.0, conns=8)
+    finally:
+        sys.setswitchinterval(interval)
+    assert r["requests"] == 2000 and r["errors"] == 0
+    assert r["stalls"] >= 1 and 30.0 <= r["stall_max_ms"] <= r["stall_ms"]
+    # About 80 requests were due during the pause (4 % of them): the p99 includes it.
+    assert r["p99_ms"] >= 15.0
