@@ -388,3 +388,96 @@ def test_a_large_flush_is_split_into_files_and_a_failed_one_publishes_none(tmp_p
     assert sizes == {"date=2023-11-14": [5, 10, 10], "date=2023-11-15": [7]}
     table = ds.dataset(str(root), format="parquet", partitioning="hive").to_table()
     assert sorted(table.column("request_id").to_pylist()) == sorted(f"r{i}" for i in range(32))
+
+
+def test_the_flushing_thread_runs_at_sched_idle_and_its_catch_up_thread_at_the_nice_value(tmp_path: Path) -> None:
+    import os
+    import threading
+    import time
+
+    log = PredictionLog(str(tmp_path / "log"), ["a"], flush_interval_s=30.0, thread_nice=7)
+    log.start()
+    try:
+        threads = {t.name: t for t in threading.enumerate()}
+        flushing, catch_up = threads["prediction-log"], threads["prediction-log-catch-up"]
+        deadline = time.monotonic() + 5
+        while os.getpriority(os.PRIO_PROCESS, catch_up.native_id or 0) != 7:  # set by the thread as it starts
+            assert time.monotonic() < deadline
+        assert os.sched_getscheduler(flushing.native_id or 0) == os.SCHED_IDLE
+        assert os.sched_getscheduler(catch_up.native_id or 0) == os.SCHED_OTHER
+    finally:
+        log.close()
+    assert not any(t.name.startswith("prediction-log") for t in threading.enumerate())
+
+    plain = PredictionLog(str(tmp_path / "plain"), ["a"], flush_interval_s=30.0, thread_idle=False)
+    plain.start()
+    try:
+        names = {t.name: t for t in threading.enumerate()}
+        assert "prediction-log-catch-up" not in names
+        assert os.sched_getscheduler(names["prediction-log"].native_id or 0) == os.SCHED_OTHER
+    finally:
+        plain.close()
+
+
+def test_with_every_core_busy_the_catch_up_thread_flushes_in_the_idle_threads_place(tmp_path: Path) -> None:
+    """A busy loop on the one core this thread and the log's threads may use: the flushing
+    thread, at SCHED_IDLE, gets next to nothing of it, and the catch-up thread (nice 5) writes
+    the rows instead, while the core stays busy; nothing is lost."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import pyarrow.dataset as ds
+
+    cpu = max(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # this thread, and the threads it starts from now on
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    os.sched_setaffinity(hog.pid, {cpu})
+    log = PredictionLog(str(tmp_path / "log"), ["a", "b", "c"], flush_interval_s=0.2, flush_rows=500)
+    try:
+        log.start()
+        for i in range(20):
+            log.append(_chunk(100, 100 * i))
+            time.sleep(0.05)
+        deadline = time.monotonic() + 20
+        while log.rows_written < 1000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert log.catch_up_flushes >= 1 and log.rows_written >= 1000  # written while the core was busy
+    finally:
+        hog.kill()
+        hog.wait()
+        os.sched_setaffinity(0, before)
+        log.close()
+    table = ds.dataset(str(tmp_path / "log"), format="parquet", partitioning="hive").to_table()
+    assert sorted(table.column("card_id").to_pylist()) == list(range(2000))  # each row once
+
+
+def test_a_flush_waits_for_what_the_flushing_thread_is_draining(tmp_path: Path) -> None:
+    """flush() returns only when every row logged before it is in a file, even when the
+    flushing thread is draining those rows at that moment (one micro-batch a slice here, so
+    that its drain lasts)."""
+    import time
+
+    import pyarrow.dataset as ds
+
+    log = PredictionLog(str(tmp_path / "log"), ["a", "b"], flush_interval_s=30.0)
+    log.DRAIN_S, log.DRAIN_ENTRIES = 0.001, 1
+    log.start()
+    try:
+        n = 0
+        for _ in range(5):
+            for _ in range(400):
+                rows = np.full((1, 2), n, np.float32)
+                log.append_scored(
+                    [f"r{n}"], 1_700_000_000_000_000, [None], [n], "m", "4", "champion",
+                    np.zeros(1, np.float32), 0.5, [1.0], 1.0, rows,
+                )  # fmt: skip
+                n += 1
+            time.sleep(0.005)  # the thread takes them all and drains them, one a slice, for longer
+            assert log.flush() is True
+            table = ds.dataset(str(tmp_path / "log"), format="parquet", partitioning="hive").to_table()
+            assert sorted(table.column("card_id").to_pylist()) == list(range(n))
+    finally:
+        log.close()

@@ -171,6 +171,7 @@ class Runtime:
                 flush_rows=self.settings.log_flush_rows,
                 max_pending_rows=self.settings.log_max_pending_rows,
                 thread_nice=self.settings.log_thread_nice,
+                thread_idle=self.settings.log_thread_idle,
             )
             if self._started:
                 self.predlog.start()

@@ -124,10 +124,14 @@ class ServingSettings(BaseSettings):
     # more server CPU a row than at 100,000 (6-12 % fewer rows/s), for about 100 MB less memory.
     log_flush_rows: int = Field(default=100_000, ge=1)
     log_max_pending_rows: int = Field(default=2_000_000, ge=1)
-    # The flushing thread's niceness (Linux): above the request threads' 0, so that the
-    # scheduler lets requests preempt a flush; 0 turns it off. Not much above: on busy cores
-    # a thread at 10 gets a tenth of its fair share, and with every core saturated (one
-    # worker per core) the flushes fell behind, 400,000-580,000 rows each instead of 100,000.
+    # The flushing thread runs at SCHED_IDLE (Linux; false: at `log_thread_nice`): a flush takes
+    # a core only when nothing else wants it, so it never delays a request.
+    log_thread_idle: bool = True
+    # The niceness of the thread that flushes in its place when it falls behind (every core
+    # busy), or of the flushing thread itself when `log_thread_idle` is false: above the request
+    # threads' 0, so that requests preempt a flush; 0 turns it off. Not much above: on busy cores
+    # a thread at 10 gets a tenth of its fair share, and with every core saturated (one worker
+    # per core) the flushes fell behind, 400,000-580,000 rows each instead of 100,000.
     log_thread_nice: int = Field(default=5, ge=0, le=19)
 
     # ---- inference
