@@ -481,3 +481,18 @@ def test_a_flush_waits_for_what_the_flushing_thread_is_draining(tmp_path: Path) 
             assert sorted(table.column("card_id").to_pylist()) == list(range(n))
     finally:
         log.close()
+
+
+def test_the_warm_up_at_start_logs_nothing(tmp_path: Path) -> None:
+    """start() builds and encodes a table of its own (PyArrow's first-use costs, paid before the
+    first request), in memory: no file, no row, and the log's rows afterwards are only its own."""
+    import pyarrow.dataset as ds
+
+    log = PredictionLog(str(tmp_path / "log"), ["a", "b", "c"], flush_interval_s=30.0)
+    log.start()
+    assert log.pending_rows == 0 and not (tmp_path / "log").exists()
+    log.append(_chunk(5))
+    log.close()
+    table = ds.dataset(str(tmp_path / "log"), format="parquet", partitioning="hive").to_table()
+    assert table.column("request_id").to_pylist() == [f"r{i}" for i in range(5)]
+    assert set(table.column("model_name").to_pylist()) == {"m"} and log.rows_written == 5
