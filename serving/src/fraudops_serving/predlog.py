@@ -599,9 +599,7 @@ class PredictionLog:
             self._pending += n
             pending = self._pending
         if pending >= self.flush_rows:
-            self._wake.set()
-            if pending >= self.CATCH_UP_FLUSHES * self.flush_rows:
-                self._behind.set()
+            self._flush_due(pending)
 
     def append_scored(
         self,
@@ -639,9 +637,14 @@ class PredictionLog:
             self._pending += n
             pending = self._pending
         if pending >= self.flush_rows:
-            self._wake.set()
-            if pending >= self.CATCH_UP_FLUSHES * self.flush_rows:
-                self._behind.set()
+            self._flush_due(pending)
+
+    def _flush_due(self, pending: int) -> None:
+        """Wake the flushing thread (``flush_rows`` pending), and the catch-up thread too when
+        it has fallen behind (see :meth:`start`)."""
+        self._wake.set()
+        if pending >= self.CATCH_UP_FLUSHES * self.flush_rows:
+            self._behind.set()
 
     def _check_rows(self, rows: np.ndarray) -> int:
         if rows.ndim != 2 or rows.shape[1] != len(self.feature_names):
